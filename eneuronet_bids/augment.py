@@ -1,0 +1,77 @@
+"""Intensity augmentations, each a small transform of a normalised image patch.
+
+Every transform takes ``(image, rng)`` and returns a new float32 array; labels never change.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+
+@dataclass
+class RandomGamma:
+    """``x ** gamma`` on the non-negative normalised image, log-uniform gamma."""
+
+    log_range: float = 0.4
+    p: float = 0.5
+
+    def __call__(self, x: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        if rng.random() >= self.p:
+            return x
+        return np.power(np.maximum(x, 0), np.exp(rng.uniform(-self.log_range, self.log_range)))
+
+
+@dataclass
+class RandomContrast:
+    """Global intensity scaling, as between scanners' normalisation."""
+
+    low: float = 0.85
+    high: float = 1.15
+    p: float = 0.5
+
+    def __call__(self, x: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        if rng.random() >= self.p:
+            return x
+        return x * rng.uniform(self.low, self.high)
+
+
+@dataclass
+class RandomBiasField:
+    """A smooth multiplicative field: exp of a random linear + quadratic polynomial."""
+
+    strength: float = 0.3
+    p: float = 0.5
+
+    def __call__(self, x: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        if rng.random() >= self.p:
+            return x
+        axes = np.meshgrid(*[np.linspace(-1, 1, s, dtype=np.float32) for s in x.shape],
+                           indexing="ij", sparse=True)
+        log_field = sum(rng.uniform(-1, 1) * a + rng.uniform(-1, 1) * a**2 for a in axes)
+        return x * np.exp(self.strength * log_field / len(axes)).astype(np.float32)
+
+
+@dataclass
+class RandomNoise:
+    """Gaussian noise inside the brain (background stays zero, as after brain extraction)."""
+
+    max_sigma: float = 0.04
+    p: float = 0.3
+
+    def __call__(self, x: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        if rng.random() >= self.p:
+            return x
+        noise = rng.normal(0, rng.uniform(0, self.max_sigma), x.shape).astype(np.float32)
+        return np.where(x > 0, x + noise, x)
+
+
+@dataclass
+class Compose:
+    transforms: list
+
+    def __call__(self, x: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        for t in self.transforms:
+            x = t(x, rng)
+        return x.astype(np.float32, copy=False)

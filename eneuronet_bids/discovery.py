@@ -1,0 +1,82 @@
+"""The plan of work: every T1w image of a BIDS dataset that passes the user's filters."""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+
+#: Entities of a T1w that distinguish images and carry into the output names, in BIDS order.
+NAME_ENTITIES = ("subject", "session", "acquisition", "ceagent", "reconstruction", "run")
+
+
+class DiscoveryError(ValueError):
+    """The dataset or the filters select nothing usable; the message is for the user."""
+
+
+@dataclass(frozen=True)
+class WorkUnit:
+    path: Path
+    entities: dict
+
+    @property
+    def label(self) -> str:
+        return self.path.name.split(".nii")[0]
+
+
+def load_filter_file(path: Path) -> dict:
+    """fmriprep's ``--bids-filter-file``: a JSON object whose ``t1w`` entry refines the query."""
+    try:
+        filters = json.loads(Path(path).read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        raise DiscoveryError(f"--bids-filter-file {path}: {exc}") from exc
+    if not isinstance(filters, dict):
+        raise DiscoveryError(f"--bids-filter-file {path}: expected a JSON object")
+    return filters.get("t1w", {})
+
+
+def _strip(labels: list[str] | None, prefix: str) -> list[str] | None:
+    return [lab.removeprefix(prefix) for lab in labels] if labels else None
+
+
+def discover(bids_dir: Path, *, participants: list[str] | None = None,
+             sessions: list[str] | None = None, t1w_filter: dict | None = None,
+             validate: bool = False) -> list[WorkUnit]:
+    """Every T1w NIfTI that passes the filters, in a stable order."""
+    from bids import BIDSLayout
+    from bids.layout import Query
+
+    try:
+        layout = BIDSLayout(str(bids_dir), validate=validate, derivatives=False)
+    except Exception as exc:  # pybids raises its own BIDSValidationError and ValueError
+        raise DiscoveryError(f"{bids_dir} is not a BIDS dataset: {exc}") from exc
+    participants = _strip(participants, "sub-")
+    sessions = _strip(sessions, "ses-")
+    known = set(layout.get_subjects())
+    if participants:
+        missing = sorted(set(participants) - known)
+        if missing:
+            raise DiscoveryError(f"participant(s) not found in {bids_dir}: "
+                                 f"{', '.join('sub-' + m for m in missing)}")
+    query = {"datatype": "anat", "suffix": "T1w", "extension": [".nii", ".nii.gz"]}
+    for key, value in (t1w_filter or {}).items():
+        query[key] = Query.NONE if value is None else Query.ANY if value == "*" else value
+    if participants:
+        query["subject"] = participants
+    if sessions:
+        found = set(layout.get_sessions(subject=participants or None))
+        missing = sorted(set(sessions) - found)
+        if missing:
+            raise DiscoveryError(f"session(s) not found in {bids_dir}: "
+                                 f"{', '.join('ses-' + m for m in missing)}")
+        query["session"] = sessions
+    files = layout.get(return_type="object", **query)
+    units = [WorkUnit(Path(f.path), {k: v for k, v in f.get_entities().items()
+                                     if k in NAME_ENTITIES})
+             for f in files]
+    if not units:
+        raise DiscoveryError(f"no T1w image in {bids_dir} matches the selection")
+    return sorted(units, key=lambda u: str(u.path))

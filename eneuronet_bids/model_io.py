@@ -1,0 +1,109 @@
+"""Saving, exporting and loading trained models and their model cards."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from datetime import datetime, timezone
+from importlib import resources
+from pathlib import Path
+
+import torch
+
+from . import __version__
+from .labels import label_table
+from .model import ENeuroNet, ModelConfig
+
+MODEL_FILE = "eneuronet.pt"
+LICENCE = ("CC BY-NC-SA 3.0 (weights trained on Mindboggle-101 manual labels inherit their "
+           "licence; cite Klein & Tourville 2012)")
+
+
+class ModelError(RuntimeError):
+    """The model file is missing, corrupt or made for another label table."""
+
+
+def sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with path.open("rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def shipped_model() -> Path:
+    return Path(str(resources.files("eneuronet_bids").joinpath(f"data/model/{MODEL_FILE}")))
+
+
+def export_model(directory: Path, config: ModelConfig, state_dict: dict, *,
+                 training: dict, validation: dict | None) -> Path:
+    """Write ``eneuronet.pt`` and its model card (JSON and markdown) into ``directory``."""
+    directory.mkdir(parents=True, exist_ok=True)
+    path = directory / MODEL_FILE
+    tmp = path.with_name(path.name + ".tmp")
+    torch.save({"format": "eneuronet-model/1", "model_config": config.to_dict(),
+                "labels": label_table().indices.tolist(), "state_dict": state_dict}, tmp)
+    os.replace(tmp, path)
+    card = {
+        "name": "E-NeuroNet DKT31+aseg",
+        "package_version": __version__,
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "sha256": sha256(path),
+        "parameters": sum(v.numel() for v in state_dict.values()),
+        "model_config": config.to_dict(),
+        "labels": "FreeSurfer aparc.DKTatlas+aseg numbering; see dseg.tsv",
+        "n_classes": config.n_classes,
+        "training_data": "Mindboggle-101 OASIS-TRT-20 manual DKT31 + aseg labels",
+        "licence": LICENCE,
+        "training": training,
+        "validation": validation,
+    }
+    (directory / "model_card.json").write_text(json.dumps(card, indent=2) + "\n")
+    (directory / "model_card.md").write_text(model_card_markdown(card))
+    return path
+
+
+def model_card_markdown(card: dict) -> str:
+    lines = [f"# Model card: {card['name']}", "",
+             f"- package version: {card['package_version']}",
+             f"- created: {card['created']}",
+             f"- sha256: `{card['sha256']}`",
+             f"- parameters: {card['parameters']:,}",
+             f"- classes: {card['n_classes']} ({card['labels']})",
+             f"- training data: {card['training_data']}",
+             f"- licence: {card['licence']}", ""]
+    tr = card["training"]
+    lines += ["## Training", "",
+              f"- steps: {tr.get('steps')} (weights from step {tr.get('best_step')})",
+              f"- training participants: {', '.join(tr.get('train_participants', []))}",
+              f"- validation participants (never trained on): "
+              f"{', '.join(tr.get('val_participants', []))}",
+              f"- configuration: `{json.dumps(tr.get('config', {}))}`", ""]
+    val = card.get("validation")
+    if val:
+        lines += ["## Validation Dice (model grid, held-out participants)", "",
+                  "| group | mean Dice |", "|---|---|"]
+        lines += [f"| {k} | {v:.3f} |" for k, v in val["groups"].items()]
+        lines += ["", "| structure | Dice |", "|---|---|"]
+        lines += [f"| {k} | {'n/a' if v is None else f'{v:.3f}'} |"
+                  for k, v in val["per_label"].items()]
+    return "\n".join(lines) + "\n"
+
+
+def load_model(path: Path, device: torch.device) -> tuple[ENeuroNet, dict]:
+    """Load a model file; returns the model (eval mode) and ``{'sha256', 'path'}``."""
+    if not path.is_file():
+        raise ModelError(f"model file {path} does not exist")
+    try:
+        blob = torch.load(path, map_location="cpu", weights_only=True)
+        config = ModelConfig(**blob["model_config"])
+        model = ENeuroNet(config)
+        model.load_state_dict(blob["state_dict"])
+    except Exception as exc:  # torch raises many types for a damaged file
+        raise ModelError(f"model file {path} is corrupt or not an E-NeuroNet model "
+                         f"({type(exc).__name__})") from exc
+    if blob.get("labels") != label_table().indices.tolist():
+        raise ModelError(f"model file {path} was trained for another label table")
+    model = model.to(device).to(memory_format=torch.channels_last_3d).eval()
+    return model, {"path": str(path), "sha256": sha256(path)}

@@ -1,0 +1,78 @@
+"""Resampling between voxel grids related by 4x4 affines, with torch's ``grid_sample``.
+
+One routine serves every direction: native T1w -> model grid (image, labels) and model grid ->
+native T1w (class probabilities), so both sides of the pipeline agree on the geometry.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+# Our arrays index (i, j, k); grid_sample's last grid dimension is ordered (k, j, i).
+_REVERSE = np.eye(4)[[2, 1, 0, 3]]
+
+
+def _normaliser(shape: tuple[int, ...]) -> np.ndarray:
+    """Voxel index -> grid_sample's [-1, 1] coordinates (align_corners=True)."""
+    n = np.eye(4)
+    for axis, size in enumerate(shape):
+        n[axis, axis] = 2.0 / max(size - 1, 1)
+        n[axis, 3] = -1.0
+    return n
+
+
+def sample_grid(out_shape: tuple[int, int, int], out_to_in: np.ndarray,
+                in_shape: tuple[int, int, int]) -> torch.Tensor:
+    """Sampling grid for ``grid_sample``: ``out_to_in`` maps output voxel indices to input ones."""
+    theta = _normaliser(in_shape) @ out_to_in @ np.linalg.inv(_normaliser(out_shape))
+    theta = _REVERSE @ theta @ _REVERSE  # back to grid_sample's (k, j, i) order on both sides
+    theta_t = torch.as_tensor(theta[:3], dtype=torch.float32)[None]
+    size = (1, 1, *out_shape)
+    return F.affine_grid(theta_t, list(size), align_corners=True)
+
+
+def resample(volume: np.ndarray | torch.Tensor, out_to_in: np.ndarray,
+             out_shape: tuple[int, int, int], *, mode: str = "bilinear") -> torch.Tensor:
+    """Resample ``volume`` (X, Y, Z) or (C, X, Y, Z) onto ``out_shape``; zero outside.
+
+    ``mode`` is grid_sample's: "bilinear" is trilinear for volumes, "nearest" for label maps.
+    """
+    vol = torch.as_tensor(volume)
+    squeeze = vol.ndim == 3
+    if squeeze:
+        vol = vol[None]
+    grid = sample_grid(out_shape, out_to_in, tuple(vol.shape[1:]))
+    out = F.grid_sample(vol[None].float(), grid, mode=mode, padding_mode="zeros",
+                        align_corners=True)[0]
+    return out[0] if squeeze else out
+
+
+def resample_argmax(probabilities: torch.Tensor, out_to_in: np.ndarray,
+                    out_shape: tuple[int, int, int], *, slab: int = 16) -> np.ndarray:
+    """Trilinearly resample class probabilities (C, X, Y, Z) and take the argmax.
+
+    Works slab by slab along the first output axis, each slab reading only the block of the
+    input it maps into, so neither (C, *out_shape) nor a float32 copy of the input exists.
+    Voxels that map outside the input get class 0.
+    """
+    labels = np.zeros(out_shape, dtype=np.int64)
+    in_shape = np.array(probabilities.shape[1:])
+    for start in range(0, out_shape[0], slab):
+        stop = min(start + slab, out_shape[0])
+        corners = np.array([[i, j, k, 1] for i in (start, stop - 1)
+                            for j in (0, out_shape[1] - 1) for k in (0, out_shape[2] - 1)])
+        mapped = (out_to_in @ corners.T)[:3].T
+        lo = np.maximum(np.floor(mapped.min(0)).astype(int) - 1, 0)
+        hi = np.minimum(np.ceil(mapped.max(0)).astype(int) + 2, in_shape)
+        if np.any(hi <= lo):
+            continue
+        block = probabilities[:, lo[0]:hi[0], lo[1]:hi[1], lo[2]:hi[2]].float()
+        shift_out, shift_in = np.eye(4), np.eye(4)
+        shift_out[0, 3] = start
+        shift_in[:3, 3] = -lo
+        part = resample(block, shift_in @ out_to_in @ shift_out, (stop - start, *out_shape[1:]))
+        # Outside the model grid every probability is zero: argmax gives background there.
+        labels[start:stop] = part.argmax(0).numpy()
+    return labels

@@ -1,0 +1,305 @@
+"""Supervised training of E-NeuroNet (the ``train`` analysis level).
+
+A labelled BIDS dataset plus a derivatives dataset of label maps go through the same
+preprocessing as at inference; the network is trained on random patches with a Dice loss and
+validated on whole volumes of participants kept out of training.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import json
+import logging
+import math
+import os
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import torch
+import torch.nn.functional as F
+from tqdm import tqdm
+
+from . import __version__, templates
+from .augment import Compose, RandomBiasField, RandomContrast, RandomGamma, RandomNoise
+from .infer import predict_probabilities, runtime_for
+from .labels import label_table, training_labels
+from .metrics import dice_per_class, summarise_dice
+from .model import ENeuroNet, ModelConfig
+from .model_io import export_model
+from .preprocess import preprocess, seed_ants
+from .resample import resample
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class TrainConfig:
+    bids_dir: Path
+    output_dir: Path
+    labels_dir: Path
+    labels_desc: str = "DKT31aseg"
+    work_dir: Path = Path("work")
+    participants: list[str] | None = None
+    val_participants: list[str] = field(default_factory=lambda: ["13", "14", "15", "16"])
+    steps: int = 4000
+    patch_size: int = 96
+    batch_size: int = 1
+    lr: float = 5e-4
+    weight_decay: float = 1e-5
+    dropout: float = 0.1
+    ce_weight: float = 1.0
+    checkpoint_every: int = 100
+    validate_every: int = 500
+    seed: int = 0
+    nprocs: int = 2
+    device: str = "auto"
+    resume: bool = False
+    skull_stripped: bool = True
+
+    def to_json(self) -> dict:
+        return {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(self).items()}
+
+
+@dataclass
+class Example:
+    participant: str
+    image: np.ndarray  # float32, model grid
+    classes: np.ndarray  # uint8 class indices, model grid
+
+
+def find_labelled(config: TrainConfig) -> list[tuple[str, Path, Path]]:
+    """(participant, T1w, label map) for every labelled T1w of the dataset."""
+    from .discovery import discover
+
+    pairs = []
+    for unit in discover(config.bids_dir, participants=config.participants, validate=False):
+        ent = {k: v for k, v in unit.entities.items() if k in ("subject", "session", "acquisition", "run")}
+        pattern = "sub-{subject}".format(**ent)
+        folder = config.labels_dir / pattern
+        if "session" in ent:
+            folder = folder / f"ses-{ent['session']}"
+        hits = sorted((folder / "anat").glob(f"{pattern}*_desc-{config.labels_desc}_dseg.nii*"))
+        if not hits:
+            log.warning("no %s label map for %s; skipped", config.labels_desc, unit.path.name)
+            continue
+        pairs.append((ent["subject"], unit.path, hits[0]))
+    if not pairs:
+        raise ValueError(f"no T1w in {config.bids_dir} has a desc-{config.labels_desc} label map "
+                         f"in {config.labels_dir}")
+    return pairs
+
+
+def _digest(*paths: Path) -> str:
+    h = hashlib.sha256()
+    for p in paths:
+        h.update(p.read_bytes())
+    h.update(__version__.encode())
+    return h.hexdigest()[:16]
+
+
+def prepare_example(participant: str, t1w: Path, labels: Path, config: TrainConfig) -> Example:
+    """Preprocess one labelled image onto the model grid, cached in the work directory."""
+    cache = config.work_dir / "train_cache" / f"sub-{participant}_{_digest(t1w, labels)}.npz"
+    if cache.exists():
+        with np.load(cache) as z:
+            return Example(participant, z["image"].astype(np.float32), z["classes"])
+    prep = preprocess(t1w, skull_stripped=config.skull_stripped,
+                      workdir=config.work_dir / "train_prep" / f"sub-{participant}")
+    lab_img = nib.load(str(labels))
+    lab = np.asarray(lab_img.dataobj).astype(np.int32)
+    if lab.shape != prep.native.shape:
+        raise ValueError(f"{labels.name}: shape {lab.shape} differs from its T1w {prep.native.shape}")
+    lab = training_labels(lab, prep.brain_mask)
+    classes = label_table().to_classes(lab).astype(np.uint8)
+    on_grid = resample(classes.astype(np.float32), prep.grid_to_native_voxels(),
+                       templates.GRID_SHAPE, mode="nearest")
+    example = Example(participant, prep.image, on_grid.numpy().astype(np.uint8))
+    cache.parent.mkdir(parents=True, exist_ok=True)
+    tmp = cache.with_suffix(".tmp.npz")
+    np.savez_compressed(tmp, image=example.image.astype(np.float16), classes=example.classes)
+    os.replace(tmp, cache)
+    return example
+
+
+def segmentation_loss(logits: torch.Tensor, target: torch.Tensor, ce_weight: float,
+                      eps: float = 1e-5) -> torch.Tensor:
+    """Soft Dice loss over the classes present in the batch (the seed's loss), plus
+    ``ce_weight`` times cross-entropy.
+
+    Dice terms come from gathers and index-adds rather than a one-hot tensor, which would be
+    a hundred times the size of the patch.
+    """
+    n_classes = logits.shape[1]
+    logp = logits.float().log_softmax(1)
+    probs = logp.exp()
+    flat_t = target.reshape(-1)
+    logp_t = logp.gather(1, target[:, None]).reshape(-1)
+    inter = torch.zeros(n_classes, device=logits.device).index_add(0, flat_t, logp_t.exp())
+    truth = torch.bincount(flat_t, minlength=n_classes).float()
+    denom = probs.sum((0, 2, 3, 4)) + truth
+    present = truth > 0
+    dice = (2 * inter[present] + eps) / (denom[present] + eps)
+    loss = 1 - dice.mean()
+    if ce_weight:
+        loss = loss - ce_weight * logp_t.mean()
+    return loss
+
+
+class PatchSampler:
+    """Random patches, centred on a labelled voxel nine times in ten."""
+
+    def __init__(self, examples: list[Example], size: int, rng: np.random.Generator):
+        self.examples, self.size, self.rng = examples, size, rng
+        self.foreground = [np.argwhere(e.classes > 0) for e in examples]
+
+    def sample(self) -> tuple[np.ndarray, np.ndarray]:
+        i = int(self.rng.integers(len(self.examples)))
+        ex = self.examples[i]
+        shape = np.array(ex.classes.shape)
+        if self.rng.random() < 0.9:
+            fg = self.foreground[i]
+            centre = fg[int(self.rng.integers(len(fg)))]
+        else:
+            centre = self.rng.integers(0, shape)
+        start = np.clip(centre - self.size // 2, 0, shape - self.size)
+        sl = tuple(slice(s, s + self.size) for s in start)
+        return ex.image[sl], ex.classes[sl]
+
+
+def _lr_at(step: int, config: TrainConfig) -> float:
+    warmup = min(200, config.steps // 10)
+    if step < warmup:
+        return config.lr * (step + 1) / warmup
+    progress = (step - warmup) / max(1, config.steps - warmup)
+    return config.lr * (0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * min(progress, 1.0))))
+
+
+def _save_atomic(obj, path: Path) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    torch.save(obj, tmp)
+    os.replace(tmp, path)
+
+
+def validate(model: ENeuroNet, examples: list[Example], device: torch.device) -> dict:
+    table = label_table()
+    per_subject = []
+    for ex in examples:
+        pred = predict_probabilities(model, ex.image, device).argmax(0).numpy()
+        per_subject.append(dice_per_class(pred, ex.classes, len(table)))
+    return summarise_dice(np.nanmean(np.array(per_subject), axis=0))
+
+
+def run(config: TrainConfig) -> Path:
+    """Train (or resume) and export the model; returns the exported model's path."""
+    torch.manual_seed(config.seed)
+    rng = np.random.default_rng(config.seed)
+    seed_ants(config.seed, config.nprocs)
+    device, use_bf16 = runtime_for(config.device)
+    torch.set_num_threads(config.nprocs)
+    config.output_dir.mkdir(parents=True, exist_ok=True)
+    config.work_dir.mkdir(parents=True, exist_ok=True)
+
+    pairs = find_labelled(config)
+    val_ids = {p.removeprefix("sub-") for p in config.val_participants}
+    train_pairs = [p for p in pairs if p[0] not in val_ids]
+    val_pairs = [p for p in pairs if p[0] in val_ids]
+    if not train_pairs:
+        raise ValueError("every labelled participant is held out for validation")
+    log.info("%d training and %d validation participants", len(train_pairs), len(val_pairs))
+    examples = [prepare_example(*p, config) for p in tqdm(train_pairs, desc="preprocess train")]
+    val_examples = [prepare_example(*p, config) for p in tqdm(val_pairs, desc="preprocess val")]
+
+    table = label_table()
+    model = ENeuroNet(ModelConfig(n_classes=len(table), dropout=config.dropout)).to(device)
+    model = model.to(memory_format=torch.channels_last_3d)
+    optimiser = torch.optim.Adam(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    ckpt_path = config.output_dir / "checkpoint.pt"
+    best_path = config.output_dir / "best.pt"
+    step, best = 0, -1.0
+    history: list[dict] = []
+    if config.resume and ckpt_path.exists():
+        state = torch.load(ckpt_path, map_location=device, weights_only=False)
+        model.load_state_dict(state["model"])
+        optimiser.load_state_dict(state["optimiser"])
+        step, best, history = state["step"], state["best"], state["history"]
+        torch.set_rng_state(state["torch_rng"])
+        rng.bit_generator.state = state["numpy_rng"]
+        log.info("resumed at step %d", step)
+    sampler = PatchSampler(examples, config.patch_size, rng)
+    augment = Compose([RandomGamma(), RandomContrast(), RandomBiasField(), RandomNoise()])
+    log_csv = config.output_dir / "training_log.csv"
+
+    def checkpoint() -> None:
+        _save_atomic({"model": model.state_dict(), "optimiser": optimiser.state_dict(),
+                      "step": step, "best": best, "history": history,
+                      "torch_rng": torch.get_rng_state(), "numpy_rng": rng.bit_generator.state,
+                      "config": config.to_json(), "model_config": model.config.to_dict()},
+                     ckpt_path)
+
+    bar = tqdm(total=config.steps, initial=step, desc="train", dynamic_ncols=True)
+    running = None
+    while step < config.steps:
+        model.train()
+        for group in optimiser.param_groups:
+            group["lr"] = _lr_at(step, config)
+        xs, ys = zip(*(sampler.sample() for _ in range(config.batch_size)))
+        x = torch.from_numpy(np.stack([augment(x_, rng) for x_ in xs])[:, None]).to(device)
+        y = torch.from_numpy(np.stack(ys).astype(np.int64)).to(device)
+        x = x.contiguous(memory_format=torch.channels_last_3d)
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_bf16):
+            logits = model(x)
+        loss = segmentation_loss(logits, y, config.ce_weight)
+        optimiser.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        optimiser.step()
+        step += 1
+        running = loss.item() if running is None else 0.98 * running + 0.02 * loss.item()
+        bar.update(1)
+        bar.set_postfix(loss=f"{running:.3f}", best_dice=f"{best:.3f}")
+        record = {"step": step, "loss": round(loss.item(), 5), "lr": _lr_at(step - 1, config)}
+        if val_examples and (step % config.validate_every == 0 or step == config.steps):
+            model.eval()
+            scores = validate(model, val_examples, device)
+            record.update({f"val_{k}": round(v, 4) for k, v in scores["groups"].items()})
+            history.append({"step": step, **scores["groups"]})
+            log.info("step %d validation Dice %s", step, scores["groups"])
+            if scores["groups"]["all"] > best:
+                best = scores["groups"]["all"]
+                _save_atomic({"model": model.state_dict(), "step": step, "scores": scores},
+                             best_path)
+        _append_csv(log_csv, record)
+        if step % config.checkpoint_every == 0 or step == config.steps:
+            checkpoint()
+    bar.close()
+
+    final = torch.load(best_path, weights_only=False) if best_path.exists() else None
+    state = final["model"] if final else model.state_dict()
+    scores = final["scores"] if final else None
+    return export_model(
+        config.output_dir / "model",
+        ModelConfig(n_classes=len(table), dropout=config.dropout),
+        state,
+        training={"config": config.to_json(), "steps": step,
+                  "best_step": final["step"] if final else step,
+                  "train_participants": [p[0] for p in train_pairs],
+                  "val_participants": [p[0] for p in val_pairs],
+                  "labels_dir": str(config.labels_dir), "labels_desc": config.labels_desc},
+        validation=scores,
+    )
+
+
+def _append_csv(path: Path, record: dict) -> None:
+    new = not path.exists()
+    with path.open("a", newline="") as f:
+        # Validation columns appear only on some rows; a fixed header keeps the file rectangular.
+        writer = csv.DictWriter(f, fieldnames=["step", "loss", "lr", "val_cortical",
+                                               "val_non-cortical", "val_white-matter", "val_all"],
+                                extrasaction="ignore")
+        if new:
+            writer.writeheader()
+        writer.writerow(record)
