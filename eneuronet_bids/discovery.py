@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 log = logging.getLogger(__name__)
@@ -21,6 +21,7 @@ class DiscoveryError(ValueError):
 class WorkUnit:
     path: Path
     entities: dict
+    metadata: dict = field(default_factory=dict, compare=False)
 
     @property
     def label(self) -> str:
@@ -74,8 +75,9 @@ def discover(bids_dir: Path, *, participants: list[str] | None = None,
                                  f"{', '.join('ses-' + m for m in missing)}")
         query["session"] = sessions
     files = layout.get(return_type="object", **query)
-    units = [WorkUnit(Path(f.path), {k: v for k, v in f.get_entities().items()
-                                     if k in NAME_ENTITIES})
+    units = [WorkUnit(Path(f.path),
+                      {k: v for k, v in f.get_entities().items() if k in NAME_ENTITIES},
+                      f.get_metadata())
              for f in files]
     if not units:
         raise DiscoveryError(f"no T1w image in {bids_dir} matches the selection")

@@ -1,0 +1,150 @@
+"""Entry point: ``eneuronet`` / ``run.py``. Exit codes are documented in the README:
+
+0 all images done (or skipped as complete); 1 one or more images failed; 2 bad command line,
+paths or dataset; 3 model file missing or corrupt; 4 analysis level not available yet.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_MODEL, EXIT_UNAVAILABLE = 0, 1, 2, 3, 4
+
+log = logging.getLogger("eneuronet")
+
+
+def _setup_logging(verbose: int, quiet: int) -> None:
+    level = max(logging.DEBUG, min(logging.ERROR, logging.INFO - 10 * (verbose - quiet)))
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(message)s",
+                        datefmt="%H:%M:%S")
+    for noisy in ("bidsschematools", "bids", "matplotlib"):
+        logging.getLogger(noisy).setLevel(max(level, logging.WARNING))
+
+
+def _setup_environment(work_dir: Path, threads: int) -> None:
+    """Point every cache at the work directory (HOME may be unwritable) and cap threads."""
+    cache = work_dir / ".cache"
+    cache.mkdir(parents=True, exist_ok=True)
+    for var, sub in (("XDG_CACHE_HOME", ""), ("MPLCONFIGDIR", "matplotlib"),
+                     ("TORCH_HOME", "torch"), ("DENO_DIR", "deno")):
+        if not os.access(os.environ.get(var, str(Path.home())), os.W_OK):
+            os.environ[var] = str(cache / sub)
+    os.environ.setdefault("TEMPLATEFLOW_HOME", str(Path.home() / ".cache" / "templateflow"))
+    for var in ("OMP_NUM_THREADS", "ITK_GLOBAL_DEFAULT_NUMBER_OF_THREADS", "MKL_NUM_THREADS"):
+        os.environ[var] = str(threads)
+
+
+def _validate_bids(bids_dir: Path) -> None:
+    from .parser import UsageError
+
+    try:
+        proc = subprocess.run(["bids-validator-deno", "--ignoreWarnings", str(bids_dir)],
+                              capture_output=True, text=True, timeout=600)
+    except FileNotFoundError as exc:
+        raise UsageError("bids-validator-deno is not installed; use --skip-bids-validation "
+                         "to go on without validation") from exc
+    if proc.returncode != 0:
+        errors = [ln.strip() for ln in proc.stdout.splitlines() if "[ERROR]" in ln]
+        first = errors[0] if errors else "see bids-validator-deno output"
+        log.debug(proc.stdout)
+        raise UsageError(f"{bids_dir} is not valid BIDS ({first}); fix it or use "
+                         "--skip-bids-validation")
+
+
+def main(argv: list[str] | None = None) -> int:
+    from .parser import UsageError, parse_args, validate_paths
+
+    args = parse_args(argv)
+    _setup_logging(args.verbose, args.quiet)
+    try:
+        validate_paths(args)
+    except UsageError as exc:
+        log.error("%s", exc)
+        return EXIT_USAGE
+    with tempfile.TemporaryDirectory(prefix="eneuronet_work_") as tmp:
+        work_dir = args.work_dir or Path(tmp)
+        _setup_environment(work_dir, args.omp_nthreads)
+        try:
+            if args.analysis_level == "participant":
+                return _participant(args, work_dir)
+            if args.analysis_level == "train":
+                return _train(args, work_dir)
+            log.error("the group level is not available yet in eneuronet %s",
+                      _version())
+            return EXIT_UNAVAILABLE
+        except UsageError as exc:
+            log.error("%s", exc)
+            return EXIT_USAGE
+
+
+def _version() -> str:
+    from . import __version__
+
+    return __version__
+
+
+def _participant(args, work_dir: Path) -> int:
+    from .discovery import DiscoveryError, discover, load_filter_file
+    from .model_io import ModelError
+    from .parser import UsageError
+    from .pipeline import ParticipantConfig, run_participants
+    from .templates import TemplateError
+
+    if not args.skip_bids_validation:
+        _validate_bids(args.bids_dir)
+    try:
+        t1w_filter = load_filter_file(args.bids_filter_file) if args.bids_filter_file else None
+        units = discover(args.bids_dir, participants=args.participant_label,
+                         sessions=args.session_label, t1w_filter=t1w_filter)
+    except DiscoveryError as exc:
+        raise UsageError(str(exc)) from exc
+    log.info("%d T1w image(s) to process", len(units))
+    config = ParticipantConfig(
+        bids_dir=args.bids_dir, output_dir=args.output_dir, work_dir=work_dir,
+        model=args.model, device=args.device, skull_stripped=args.skull_stripped,
+        force=args.force, seed=args.random_seed, omp_nthreads=args.omp_nthreads,
+        nprocs=args.nprocs,
+    )
+    try:
+        results = run_participants(units, config)
+    except ModelError as exc:
+        log.error("%s", exc)
+        return EXIT_MODEL
+    except TemplateError as exc:
+        raise UsageError(str(exc)) from exc
+    counts = {s: sum(r.status == s for r in results) for s in ("done", "skipped", "failed")}
+    log.info("summary: %d done, %d skipped (already complete), %d failed",
+             counts["done"], counts["skipped"], counts["failed"])
+    for r in results:
+        if r.status == "failed":
+            log.error("failed: %s: %s", r.unit.path.name, r.message)
+    return EXIT_FAILED if counts["failed"] else EXIT_OK
+
+
+def _train(args, work_dir: Path) -> int:
+    from .train import TrainConfig, run
+
+    config = TrainConfig(
+        bids_dir=args.bids_dir, output_dir=args.output_dir, labels_dir=args.labels,
+        labels_desc=args.labels_desc, work_dir=work_dir, participants=args.participant_label,
+        val_participants=args.val_participants, steps=args.steps, patch_size=args.patch_size,
+        batch_size=args.batch_size, lr=args.lr, validate_every=args.validate_every,
+        checkpoint_every=args.checkpoint_every, seed=args.random_seed, nprocs=args.omp_nthreads,
+        device=args.device, resume=args.resume, skull_stripped=True,
+    )
+    try:
+        path = run(config)
+    except ValueError as exc:
+        log.error("%s", exc)
+        return EXIT_USAGE
+    log.info("model written to %s", path)
+    return EXIT_OK
+
+
+if __name__ == "__main__":
+    sys.exit(main())

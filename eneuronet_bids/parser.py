@@ -1,0 +1,143 @@
+"""Command line, fmriprep style: ``eneuronet bids_dir output_dir {participant,group,train}``.
+
+Paths are validated here, before any work starts.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+from pathlib import Path
+
+from . import __version__
+
+
+class UsageError(ValueError):
+    """A bad argument or path; reported as one line with exit code 2."""
+
+
+def _abspath(value: str) -> Path:
+    return Path(value).expanduser().absolute()
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="eneuronet",
+        description="Whole-brain DKT31 + aseg parcellation of T1w images with E-NeuroNet "
+                    "(BIDS App).",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    p.add_argument("bids_dir", type=_abspath, help="the root folder of a BIDS dataset")
+    p.add_argument("output_dir", type=_abspath,
+                   help="where derivatives (participant) or the trained model (train) go")
+    p.add_argument("analysis_level", choices=["participant", "group", "train"],
+                   help="participant: parcellate each T1w; group: group tables and report; "
+                        "train: train a model on a labelled dataset")
+    p.add_argument("--version", action="version", version=f"eneuronet {__version__}")
+
+    g = p.add_argument_group("Options for filtering BIDS queries")
+    g.add_argument("--participant-label", "--participant_label", nargs="+", metavar="LABEL",
+                   help="participants to process, with or without the 'sub-' prefix "
+                        "(default: all)")
+    g.add_argument("--session-label", "--session_label", nargs="+", metavar="LABEL",
+                   help="sessions to process, with or without 'ses-' (default: all)")
+    g.add_argument("--bids-filter-file", type=_abspath, metavar="FILE",
+                   help="JSON file whose 't1w' object refines the T1w query with BIDS entities "
+                        "(e.g. {\"t1w\": {\"acquisition\": \"mprage\", \"run\": 1}}); null "
+                        "means the entity must be absent, \"*\" any value")
+    g.add_argument("--skip-bids-validation", "--skip_bids_validation", action="store_true",
+                   help="do not validate bids_dir with bids-validator-deno")
+
+    g = p.add_argument_group("Options for performance")
+    g.add_argument("--nprocs", "--n-cpus", type=int, default=os.cpu_count() or 1,
+                   help="maximum number of CPUs to use")
+    g.add_argument("--omp-nthreads", type=int, default=None,
+                   help="threads per process for torch and ITK (default: --nprocs)")
+    g.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto",
+                   help="where the network runs; auto picks CUDA when present")
+    g.add_argument("-w", "--work-dir", type=_abspath, default=None,
+                   help="folder for intermediate files and caches (default: "
+                        "<output_dir>/../work or a temporary folder)")
+
+    g = p.add_argument_group("Options for the parcellation")
+    g.add_argument("--model", type=_abspath, default=None,
+                   help="a model file from the train level (default: the shipped model)")
+    g.add_argument("--skull-stripped", action="store_true",
+                   help="treat every T1w as already skull-stripped (otherwise a T1w is "
+                        "skull-stripped only when its sidecar says \"SkullStripped\": true)")
+    g.add_argument("--random-seed", type=int, default=0, help="seed for every random choice")
+    g.add_argument("--force", action="store_true",
+                   help="recompute images whose outputs are already complete")
+
+    g = p.add_argument_group("Options for the train level")
+    g.add_argument("--labels", type=_abspath, metavar="DIR",
+                   help="derivatives dataset with a label map per T1w of bids_dir")
+    g.add_argument("--labels-desc", default="DKT31aseg",
+                   help="desc- entity of the label maps (…_desc-<DESC>_dseg.nii.gz)")
+    g.add_argument("--steps", type=int, default=4000, help="optimiser steps")
+    g.add_argument("--patch-size", type=int, default=96,
+                   help="side of the cubic training patch (multiple of 16)")
+    g.add_argument("--batch-size", type=int, default=1)
+    g.add_argument("--lr", type=float, default=1e-3, help="peak Adam learning rate")
+    g.add_argument("--val-participants", nargs="+", default=["13", "14", "15", "16"],
+                   metavar="LABEL", help="participants kept out of training for validation")
+    g.add_argument("--validate-every", type=int, default=500)
+    g.add_argument("--checkpoint-every", type=int, default=50)
+    g.add_argument("--resume", action="store_true",
+                   help="continue from output_dir/checkpoint.pt")
+
+    g = p.add_argument_group("Other options")
+    g.add_argument("-v", "--verbose", action="count", default=0, help="more log output")
+    g.add_argument("-q", "--quiet", action="count", default=0, help="less log output")
+    return p
+
+
+def _inside(child: Path, parent: Path) -> bool:
+    child, parent = child.resolve(), parent.resolve()
+    return child == parent or parent in child.parents
+
+
+def validate_paths(args: argparse.Namespace) -> None:
+    """Check paths and values up front; raises UsageError with a one-line message."""
+    if not args.bids_dir.is_dir():
+        raise UsageError(f"bids_dir {args.bids_dir} does not exist or is not a folder")
+    if not (args.bids_dir / "dataset_description.json").is_file():
+        raise UsageError(f"bids_dir {args.bids_dir} is not a BIDS dataset "
+                         "(no dataset_description.json)")
+    if _inside(args.output_dir, args.bids_dir) and not _inside(
+            args.output_dir, args.bids_dir / "derivatives") or \
+            args.output_dir.resolve() == (args.bids_dir / "derivatives").resolve():
+        raise UsageError("output_dir must not be bids_dir or inside it, except under "
+                         f"{args.bids_dir / 'derivatives'}/<name>")
+    if args.bids_filter_file is not None and not args.bids_filter_file.is_file():
+        raise UsageError(f"--bids-filter-file {args.bids_filter_file} does not exist")
+    if args.model is not None and not args.model.is_file():
+        raise UsageError(f"--model {args.model} does not exist")
+    if args.nprocs < 1 or (args.omp_nthreads is not None and args.omp_nthreads < 1):
+        raise UsageError("--nprocs and --omp-nthreads must be at least 1")
+    if args.analysis_level == "train":
+        if args.labels is None or not args.labels.is_dir():
+            raise UsageError("the train level needs --labels DIR, an existing derivatives folder")
+        if args.patch_size % 16 or args.patch_size < 32:
+            raise UsageError("--patch-size must be a multiple of 16, at least 32")
+        if args.steps < 1 or args.batch_size < 1:
+            raise UsageError("--steps and --batch-size must be at least 1")
+    _check_writable(args.output_dir, "output_dir")
+    if args.work_dir is not None:
+        _check_writable(args.work_dir, "--work-dir")
+
+
+def _check_writable(path: Path, what: str) -> None:
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise UsageError(f"{what} {path} cannot be created: {exc.strerror}") from exc
+    if not os.access(path, os.W_OK | os.X_OK):
+        raise UsageError(f"{what} {path} is not writable")
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    args = build_parser().parse_args(argv)
+    if args.omp_nthreads is None:
+        args.omp_nthreads = args.nprocs
+    return args
