@@ -47,6 +47,21 @@ def predict_probabilities(model: ENeuroNet, image: np.ndarray, device: torch.dev
 
 
 def to_native_labels(probs: torch.Tensor, grid_to_native_voxels: np.ndarray,
-                     native_shape: tuple[int, int, int]) -> np.ndarray:
-    """Class index per native voxel: probabilities resampled (trilinear), then the argmax."""
-    return resample_argmax(probs, np.linalg.inv(grid_to_native_voxels), native_shape)
+                     brain_mask: np.ndarray, margin: int = 3) -> np.ndarray:
+    """Class index per native voxel: probabilities resampled (trilinear), then the argmax.
+
+    Only the box around the brain mask (plus ``margin`` voxels) is resampled; the network
+    sees zeros outside the mask, so everything beyond the box is background.
+    """
+    labels = np.zeros(brain_mask.shape, dtype=np.int64)
+    ijk = np.argwhere(brain_mask)
+    if not len(ijk):
+        return labels
+    lo = np.maximum(ijk.min(0) - margin, 0)
+    hi = np.minimum(ijk.max(0) + margin + 1, brain_mask.shape)
+    offset = np.eye(4)
+    offset[:3, 3] = lo
+    box = tuple(slice(a, b) for a, b in zip(lo, hi))
+    labels[box] = resample_argmax(probs, np.linalg.inv(grid_to_native_voxels) @ offset,
+                                  tuple(int(n) for n in hi - lo))
+    return labels

@@ -74,7 +74,7 @@ class _Worker:
         timings["model_forward"] = time.perf_counter() - t0
 
         t0 = time.perf_counter()
-        classes = to_native_labels(probs, prep.grid_to_native_voxels(), prep.native.shape)
+        classes = to_native_labels(probs, prep.grid_to_native_voxels(), prep.brain_mask)
         del probs
         labels = label_table().to_labels(classes)
         timings["resample_to_native"] = time.perf_counter() - t0

@@ -68,6 +68,9 @@ def resample_argmax(probabilities: torch.Tensor, out_to_in: np.ndarray,
         hi = np.minimum(np.ceil(mapped.max(0)).astype(int) + 2, in_shape)
         if np.any(hi <= lo):
             continue
+        # grid_sample maps every point of a one-voxel axis onto that voxel: keep two.
+        hi = np.minimum(np.maximum(hi, lo + 2), in_shape)
+        lo = np.maximum(np.minimum(lo, hi - 2), 0)
         block = probabilities[:, lo[0]:hi[0], lo[1]:hi[1], lo[2]:hi[2]].float()
         shift_out, shift_in = np.eye(4), np.eye(4)
         shift_out[0, 3] = start

@@ -1,0 +1,19 @@
+import os
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED = Path(os.environ.get("ENEURONET_SHARED_DATA", REPO.parent / "shared" / "data"))
+
+
+@pytest.fixture(scope="session")
+def shared() -> Path:
+    if not SHARED.is_dir():
+        pytest.fail(f"shared data not found at {SHARED} (set ENEURONET_SHARED_DATA)")
+    return SHARED
+
+
+@pytest.fixture(autouse=True, scope="session")
+def templateflow_home(shared):
+    os.environ.setdefault("TEMPLATEFLOW_HOME", str(shared / "templateflow"))

@@ -1,0 +1,82 @@
+import json
+
+import pytest
+
+from eneuronet_bids.discovery import DiscoveryError, discover, load_filter_file
+
+
+def test_ds001_one_t1w_per_subject(shared):
+    units = discover(shared / "bids-examples" / "ds001")
+    assert len(units) == 16
+    assert units[0].entities == {"subject": "01"}
+
+
+def test_ds114_sessions_and_session_filter(shared):
+    ds = shared / "bids-examples" / "ds114"
+    units = discover(ds, participants=["sub-01", "02"])
+    assert {(u.entities["subject"], u.entities["session"]) for u in units} == {
+        ("01", "retest"), ("01", "test"), ("02", "retest"), ("02", "test")}
+    only = discover(ds, participants=["01"], sessions=["ses-test"])
+    assert [u.entities["session"] for u in only] == ["test"]
+
+
+def test_synthetic_sessions(shared):
+    units = discover(shared / "bids-examples" / "synthetic")
+    assert len(units) == 10
+    assert all("session" in u.entities for u in units)
+
+
+def test_7t_trt_t1w_only_in_first_session(shared):
+    ds = shared / "bids-examples" / "7t_trt"
+    units = discover(ds)
+    assert len(units) == 22 and {u.entities["session"] for u in units} == {"1"}
+    with pytest.raises(DiscoveryError, match="no T1w"):
+        discover(ds, participants=["01"], sessions=["2"])
+
+
+def test_filter_file_chooses_by_acq_and_run(tmp_path):
+    ds = tmp_path / "ds"
+    anat = ds / "sub-01" / "anat"
+    anat.mkdir(parents=True)
+    (ds / "dataset_description.json").write_text('{"Name": "x", "BIDSVersion": "1.10.0"}')
+    for name in ("sub-01_acq-mprage_run-1_T1w", "sub-01_acq-mprage_run-2_T1w",
+                 "sub-01_acq-fast_T1w", "sub-01_T1w"):
+        (anat / f"{name}.nii.gz").write_bytes(b"")
+    f = tmp_path / "filter.json"
+    f.write_text(json.dumps({"t1w": {"acquisition": "mprage", "run": 2}}))
+    chosen = discover(ds, t1w_filter=load_filter_file(f))
+    assert [u.path.name for u in chosen] == ["sub-01_acq-mprage_run-2_T1w.nii.gz"]
+    assert chosen[0].entities == {"subject": "01", "acquisition": "mprage", "run": 2}
+    f.write_text(json.dumps({"t1w": {"acquisition": None}}))
+    assert [u.path.name for u in discover(ds, t1w_filter=load_filter_file(f))] == [
+        "sub-01_T1w.nii.gz"]
+    assert len(discover(ds)) == 4
+
+
+def test_sample_bids_entities_and_metadata(shared):
+    units = discover(shared / "sample-bids")
+    assert [u.entities for u in units] == [
+        {"subject": "brainchop", "session": "01"}, {"subject": "chris"}, {"subject": "otsu"}]
+    assert all("Description" in u.metadata for u in units)
+
+
+def test_mindboggle_sidecar_says_skull_stripped(shared):
+    units = discover(shared / "mindboggle-oasis", participants=["01"])
+    assert units[0].metadata["SkullStripped"] is True
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    ({"participants": ["nobody"]}, "participant"),
+    ({"participants": ["01"], "sessions": ["nosuch"]}, "session"),
+    ({"t1w_filter": {"acquisition": "nosuch"}}, "no T1w"),
+])
+def test_unknown_selection_is_a_clear_error(shared, kwargs, message):
+    with pytest.raises(DiscoveryError, match=message):
+        discover(shared / "bids-examples" / "ds114", **kwargs)
+
+
+def test_bad_filter_file(tmp_path):
+    f = tmp_path / "bad.json"
+    f.write_text("{not json")
+    with pytest.raises(DiscoveryError, match="bids-filter-file"):
+        load_filter_file(f)

@@ -1,0 +1,44 @@
+import pytest
+import torch
+
+from eneuronet_bids.model import ENeuroNet, ModelConfig, count_conv_layers, count_parameters
+
+
+@pytest.fixture(scope="module")
+def model():
+    torch.manual_seed(0)
+    return ENeuroNet(ModelConfig(n_classes=101)).eval()
+
+
+def test_output_shape_matches_input(model):
+    x = torch.rand(1, 1, 32, 48, 64)
+    with torch.inference_mode():
+        y = model(x)
+    assert y.shape == (1, 101, 32, 48, 64)
+    assert torch.isfinite(y).all()
+
+
+def test_parameter_and_layer_counts(model):
+    # 2,179,109 parameters for 101 classes (documented in docs/model.md)
+    assert count_parameters(model) == 2_179_109
+    # stem 2 + encoder 13 blocks x 3 + decoder 13 blocks x 3 + head 2 = 82 convolutions
+    assert count_conv_layers(model) == 82
+
+
+def test_no_batch_norm_and_leaky_relu_03(model):
+    assert not any(isinstance(m, torch.nn.modules.batchnorm._BatchNorm) for m in model.modules())
+    slopes = {m.negative_slope for m in model.modules() if isinstance(m, torch.nn.LeakyReLU)}
+    assert slopes == {0.3}
+    grouped = [m for m in model.modules()
+               if isinstance(m, (torch.nn.Conv3d, torch.nn.ConvTranspose3d)) and m.groups > 1]
+    assert len(grouped) == 26 and all(m.groups == 8 for m in grouped)
+
+
+def test_skips_are_summed_not_concatenated(model):
+    # a concatenating decoder would need more input channels than the encoder stage produces
+    assert model.dec2[0].branch[0].in_channels == model.enc2[-1].branch[-1].out_channels
+
+
+def test_rejects_sizes_not_divisible_by_16(model):
+    with pytest.raises(ValueError, match="multiples of 16"):
+        model(torch.zeros(1, 1, 24, 32, 32))

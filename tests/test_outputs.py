@@ -1,0 +1,73 @@
+import json
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+
+from eneuronet_bids import outputs
+from eneuronet_bids.discovery import WorkUnit
+
+
+def unit(**entities):
+    return WorkUnit(Path("/bids/x_T1w.nii.gz"), entities)
+
+
+def test_names_carry_source_entities_in_bids_order(tmp_path):
+    p = outputs.output_paths(tmp_path, unit(subject="01", session="2", run="3",
+                                            acquisition="mprage", reconstruction="norm"))
+    assert p.dseg == tmp_path / "sub-01/ses-2/anat/sub-01_ses-2_acq-mprage_rec-norm_run-3_desc-DKTaseg_dseg.nii.gz"
+    assert p.xfm.name == "sub-01_ses-2_acq-mprage_rec-norm_run-3_from-T1w_to-MNI152NLin2009cAsym_mode-image_xfm.mat"
+    assert p.mask.name.endswith("_desc-brain_mask.nii.gz")
+    assert p.preproc.name.endswith("_desc-preproc_T1w.nii.gz")
+    assert p.all()[-1] == p.dseg_json  # the completion marker is written last
+
+
+def test_no_session_folder_without_session(tmp_path):
+    p = outputs.output_paths(tmp_path, unit(subject="a"))
+    assert p.dseg.parent == tmp_path / "sub-a" / "anat"
+
+
+def test_volumes_table_counts_voxels():
+    labels = np.zeros((4, 4, 4), dtype=np.int16)
+    labels[0] = 17
+    labels[1, :2] = 2035
+    text = outputs.volumes_tsv(labels, voxel_volume=2.0)
+    rows = {r.split("\t")[0]: r.split("\t") for r in text.strip().splitlines()[1:]}
+    assert float(rows["17"][2]) == 32.0
+    assert float(rows["2035"][2]) == 16.0
+    assert float(rows["41"][2]) == 0.0
+    assert rows["n/a"][1] == "Total-Brain" and float(rows["n/a"][2]) == 48.0
+
+
+def test_atomic_write_leaves_old_file_on_failure(tmp_path):
+    target = tmp_path / "x.json"
+    outputs.write_json(target, {"a": 1})
+
+    def broken(tmp):
+        tmp.write_text("partial")
+        raise RuntimeError("killed")
+
+    with pytest.raises(RuntimeError):
+        outputs._atomic(target, broken)
+    assert json.loads(target.read_text()) == {"a": 1}
+    assert [p.name for p in tmp_path.iterdir()] == ["x.json"]
+
+
+def test_dataset_description_and_dseg_tsv(tmp_path):
+    outputs.write_dataset_description(tmp_path, Path("/data/bids"))
+    desc = json.loads((tmp_path / "dataset_description.json").read_text())
+    assert desc["DatasetType"] == "derivative"
+    assert desc["GeneratedBy"][0]["Name"] == "eneuronet"
+    assert desc["SourceDatasets"][0]["URL"] == "file:///data/bids"
+    lines = (tmp_path / "dseg.tsv").read_text().splitlines()
+    assert lines[0] == "index\tname\tabbreviation\tcolor\tmapping"
+    assert len(lines) == 102
+
+
+def test_nifti_written_with_input_grid(tmp_path):
+    like = nib.Nifti1Image(np.zeros((3, 4, 5), np.float32), np.diag([2, 2, 2, 1]))
+    outputs.write_nifti(tmp_path / "a.nii.gz", np.ones((3, 4, 5)), like, np.int16)
+    out = nib.load(tmp_path / "a.nii.gz")
+    assert out.shape == (3, 4, 5) and np.allclose(out.affine, like.affine)
+    assert out.get_data_dtype() == np.int16

@@ -1,0 +1,248 @@
+"""End to end: the participant level on a real full-head scan with the shipped weights, the
+reliability guarantees, and every error path with a real broken input."""
+
+import gzip
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+
+from eneuronet_bids import outputs
+from eneuronet_bids.cli import EXIT_FAILED, EXIT_MODEL, EXIT_OK, EXIT_USAGE, main
+from eneuronet_bids.discovery import WorkUnit
+from eneuronet_bids.labels import label_table
+from eneuronet_bids.model_io import sha256, shipped_model
+from eneuronet_bids.preprocess import InputError, load_t1w
+
+pytestmark = pytest.mark.e2e
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _dataset(root: Path, name: str = "ds") -> Path:
+    ds = root / name
+    ds.mkdir()
+    (ds / "dataset_description.json").write_text(
+        json.dumps({"Name": name, "BIDSVersion": "1.10.0"}))
+    return ds
+
+
+def _add_t1w(ds: Path, sub: str, img=None, *, link: Path | None = None,
+             raw: bytes | None = None) -> Path:
+    anat = ds / f"sub-{sub}" / "anat"
+    anat.mkdir(parents=True)
+    path = anat / f"sub-{sub}_T1w.nii.gz"
+    if link is not None:
+        path.symlink_to(link)
+    elif raw is not None:
+        path.write_bytes(raw)
+    else:
+        nib.save(img, path)
+    return path
+
+
+def _snapshot(folder: Path) -> dict:
+    return {str(p): p.stat().st_mtime for p in folder.rglob("*")}
+
+
+@pytest.fixture(scope="module")
+def run(shared, tmp_path_factory):
+    """A real full-head scan and a corrupt one in one dataset, run with an unwritable HOME;
+    the first attempt is SIGKILLed midway."""
+    root = tmp_path_factory.mktemp("e2e")
+    ds = _dataset(root)
+    src = shared / "sample-bids" / "sub-otsu" / "anat" / "sub-otsu_T1w.nii.gz"
+    _add_t1w(ds, "otsu", link=src)
+    good = src.read_bytes()
+    _add_t1w(ds, "broken", raw=good[: len(good) // 3])
+    out = root / "out"
+    work = root / "work"
+    before = _snapshot(ds)
+    env = {**os.environ, "HOME": "/nonexistent", "PYTHONPATH": str(REPO)}
+    cmd = [sys.executable, str(REPO / "run.py"), str(ds), str(out), "participant",
+           "--skip-bids-validation", "-w", str(work), "--nprocs", "2"]
+
+    killed = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    time.sleep(12)
+    killed.send_signal(signal.SIGKILL)
+    killed.wait()
+    unit = WorkUnit(ds / "sub-otsu/anat/sub-otsu_T1w.nii.gz", {"subject": "otsu"})
+    paths = outputs.output_paths(out, unit)
+    complete_after_kill = outputs.is_complete(paths)
+
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True)
+    return {"ds": ds, "out": out, "src": src, "paths": paths, "proc": proc, "cmd": cmd,
+            "env": env, "before": before, "complete_after_kill": complete_after_kill}
+
+
+def test_killed_run_leaves_nothing_complete(run):
+    assert not run["complete_after_kill"]
+
+
+def test_one_failure_does_not_stop_the_others(run):
+    proc = run["proc"]
+    assert proc.returncode == EXIT_FAILED, proc.stderr
+    assert "sub-broken_T1w.nii.gz: failed: " in proc.stderr
+    assert "cannot read NIfTI" in proc.stderr
+    assert "summary: 1 done, 0 skipped (already complete), 1 failed" in proc.stderr
+    assert outputs.is_complete(run["paths"])
+
+
+def test_outputs_on_the_native_grid(run):
+    src = nib.load(run["src"])
+    for path in (run["paths"].dseg, run["paths"].mask, run["paths"].preproc):
+        img = nib.load(path)
+        assert img.shape == src.shape
+        assert np.allclose(img.affine, src.affine, atol=1e-4)
+    dseg = np.asarray(nib.load(run["paths"].dseg).dataobj)
+    mask = np.asarray(nib.load(run["paths"].mask).dataobj) > 0
+    assert np.isin(np.unique(dseg), label_table().indices).all()
+    # a real parcellation: most labels present, all of it inside the brain mask
+    assert len(np.unique(dseg)) > 60
+    assert (dseg[~mask] > 0).mean() < 0.05
+    brain_ml = (dseg > 0).sum() * np.prod(src.header.get_zooms()[:3]) / 1000
+    assert 800 < brain_ml < 2000
+
+
+def test_volumes_and_sidecars(run):
+    paths = run["paths"]
+    dseg = np.asarray(nib.load(paths.dseg).dataobj)
+    vox = float(np.prod(nib.load(paths.dseg).header.get_zooms()[:3]))
+    rows = [r.split("\t") for r in paths.volumes.read_text().strip().splitlines()]
+    assert rows[0] == ["index", "name", "volume_mm3"]
+    vols = {r[0]: float(r[2]) for r in rows[1:]}
+    assert vols["17"] == pytest.approx((dseg == 17).sum() * vox, abs=0.1)
+    assert vols["n/a"] == pytest.approx((dseg > 0).sum() * vox, abs=0.1)
+    side = json.loads(paths.dseg_json.read_text())
+    assert side["Sources"] == ["bids:raw:sub-otsu/anat/sub-otsu_T1w.nii.gz"]
+    assert side["Model"]["SHA256"] == sha256(shipped_model())
+    assert side["Device"] == "cpu"
+    for stage in ("bias_correction", "brain_extraction", "registration", "model_forward",
+                  "resample_to_native", "total"):
+        assert side["StageTimings"][stage] > 0
+    assert side["SkullStrippedInput"] is False
+    desc = json.loads((run["out"] / "dataset_description.json").read_text())
+    assert desc["DatasetType"] == "derivative"
+
+
+def test_pybids_indexes_every_output(run):
+    from bids import BIDSLayout
+
+    layout = BIDSLayout(str(run["ds"]), derivatives=[str(run["out"])], validate=False)
+    d = layout.derivatives["eneuronet"]
+    q = {"subject": "otsu", "return_type": "filename"}
+    assert d.get(desc="DKTaseg", suffix="dseg", extension=".nii.gz", **q) == [str(run["paths"].dseg)]
+    assert d.get(desc="brain", suffix="mask", extension=".nii.gz", **q) == [str(run["paths"].mask)]
+    assert d.get(desc="preproc", suffix="T1w", extension=".nii.gz", **q) == [str(run["paths"].preproc)]
+    assert d.get(suffix="xfm", extension=".mat", **q) == [str(run["paths"].xfm)]
+    assert d.get(desc="DKTaseg", suffix="volumes", extension=".tsv", **q) == [str(run["paths"].volumes)]
+
+
+def test_nothing_written_into_bids_dir(run):
+    assert _snapshot(run["ds"]) == run["before"]
+
+
+def test_rerun_skips_complete_outputs(run):
+    stamp = run["paths"].dseg.stat().st_mtime
+    proc = subprocess.run(run["cmd"] + ["--participant-label", "otsu"], env=run["env"],
+                          capture_output=True, text=True)
+    assert proc.returncode == EXIT_OK, proc.stderr
+    assert "1 skipped" in proc.stderr
+    assert run["paths"].dseg.stat().st_mtime == stamp
+
+
+# ---- error paths, each with a real broken input --------------------------------------------
+
+def _img(shape, value=1.0, zooms=(1, 1, 1)):
+    data = np.full(shape, value, dtype=np.float32)
+    return nib.Nifti1Image(data, np.diag([*zooms, 1][:4]) if len(shape) >= 3 else np.eye(4))
+
+
+@pytest.mark.parametrize("img, message", [
+    (_img((24, 24, 24, 3)), "expected a 3D"),
+    (_img((64, 64)), "expected a 3D"),
+    (_img((32, 32, 32), 0.0), "all zeros"),
+    (_img((32, 32, 32), np.nan), "NaN"),
+])
+def test_bad_images_fail_with_one_line(tmp_path, img, message, caplog):
+    ds = _dataset(tmp_path)
+    _add_t1w(ds, "bad", img)
+    code = main([str(ds), str(tmp_path / "out"), "participant", "--skip-bids-validation"])
+    assert code == EXIT_FAILED
+    errors = [r.getMessage() for r in caplog.records if r.levelname == "ERROR"]
+    assert any(message in e and "\n" not in e for e in errors)
+
+
+def test_truncated_gzip_is_reported(tmp_path):
+    raw = gzip.compress(b"\0" * 4096)[:40]
+    path = tmp_path / "t_T1w.nii.gz"
+    path.write_bytes(raw)
+    with pytest.raises(InputError, match="cannot read NIfTI"):
+        load_t1w(path)
+
+
+def test_large_or_anisotropic_voxels_warn_but_load(tmp_path):
+    path = tmp_path / "a.nii.gz"
+    nib.save(_img((40, 40, 20), zooms=(1, 1, 3)), path)
+    _, warnings = load_t1w(path)
+    assert any("larger than 1.5 mm" in w for w in warnings)
+    assert any("anisotropic" in w for w in warnings)
+
+
+@pytest.mark.parametrize("setup, extra, message", [
+    ("missing", [], "does not exist"),
+    ("not_bids", [], "not a BIDS dataset"),
+    ("no_t1w", [], "no T1w"),
+    ("ok", ["--participant-label", "nobody"], "participant(s) not found"),
+    ("ok", ["--session-label", "nosuch"], "session(s) not found"),
+    ("invalid", [], "is not valid BIDS"),
+])
+def test_dataset_errors_exit_2(tmp_path, caplog, setup, extra, message):
+    ds = tmp_path / "ds"
+    if setup in ("not_bids", "no_t1w", "ok", "invalid"):
+        ds.mkdir()
+    if setup in ("no_t1w", "ok"):
+        (ds / "dataset_description.json").write_text('{"Name": "x", "BIDSVersion": "1.10.0"}')
+        (ds / "sub-01" / "func").mkdir(parents=True)
+    if setup == "ok":
+        _add_t1w(ds, "01", _img((32, 32, 32)))
+    if setup == "invalid":
+        (ds / "dataset_description.json").write_text('{"Name": "x"}')
+        _add_t1w(ds, "01", _img((32, 32, 32)))
+    skip = [] if setup == "invalid" else ["--skip-bids-validation"]
+    code = main([str(ds), str(tmp_path / "out"), "participant", *skip, *extra])
+    assert code == EXIT_USAGE
+    assert any(message in r.getMessage() for r in caplog.records if r.levelname == "ERROR")
+
+
+def test_corrupt_model_exits_3(tmp_path, caplog):
+    ds = _dataset(tmp_path)
+    _add_t1w(ds, "01", _img((32, 32, 32)))
+    model = tmp_path / "model.pt"
+    model.write_bytes(b"not a model")
+    code = main([str(ds), str(tmp_path / "out"), "participant", "--skip-bids-validation",
+                 "--model", str(model)])
+    assert code == EXIT_MODEL
+    assert any("corrupt" in r.getMessage() for r in caplog.records)
+    missing = main([str(ds), str(tmp_path / "out"), "participant", "--skip-bids-validation",
+                    "--model", str(tmp_path / "absent.pt")])
+    assert missing == EXIT_USAGE
+
+
+def test_unwritable_output_exits_2(tmp_path, shared):
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    code = main([str(shared / "sample-bids"), str(blocker / "out"), "participant",
+                 "--skip-bids-validation"])
+    assert code == EXIT_USAGE
+
+
+def test_group_level_not_available_yet(tmp_path, shared):
+    code = main([str(shared / "sample-bids"), str(tmp_path / "out"), "group"])
+    assert code == 4
