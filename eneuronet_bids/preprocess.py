@@ -43,7 +43,7 @@ class Preprocessed:
 
     native: nib.Nifti1Image  # the input as loaded (3D), whose grid the outputs use
     bias_corrected: np.ndarray  # N4-corrected input, native grid (desc-preproc_T1w)
-    brain_mask: np.ndarray  # bool, native grid
+    brain_mask: np.ndarray  # bool, native grid (desc-brain_mask)
     template_to_native: np.ndarray  # 4x4 RAS world transform: template point -> native point
     ants_transform: Path  # the same rigid transform as ANTs wrote it (fixed = template)
     image: np.ndarray  # normalised, on the model grid (templates.GRID_SHAPE)
@@ -154,10 +154,14 @@ def mask_skull_stripped(data: np.ndarray) -> np.ndarray:
     return ndimage.binary_fill_holes(_largest_component(data > 0))
 
 
-def extract_brain(img: ants.ANTsImage, workdir: Path) -> np.ndarray:
-    """Brain mask of a full-head image: the head template's brain mask, carried over by an
-    affine + coarse SyN registration, then trimmed of the dark CSF rim so that the mask agrees
-    with the tight masks the model was trained on."""
+def extract_brain(img: ants.ANTsImage, workdir: Path) -> tuple[np.ndarray, np.ndarray]:
+    """Brain masks of a full-head image: ``(brain, tissue)``.
+
+    ``brain`` is the head template's brain mask carried over by an affine + coarse SyN
+    registration (it keeps a thin CSF rim, like FreeSurfer's and DLMUSE's masks); ``tissue`` is
+    that mask trimmed of dark CSF, the tight style of the Mindboggle masks the model was
+    trained on, and is what the network sees.
+    """
     _, head = _template_images()
     reg = ants.registration(
         fixed=head, moving=_coarse(img), type_of_transform="SyN",
@@ -171,22 +175,31 @@ def extract_brain(img: ants.ANTsImage, workdir: Path) -> np.ndarray:
     mask = warped.numpy() > 0.5
     data = img.numpy()
     inside = data[mask]
-    # Two-class split of the intensities inside the mask: CSF (dark) against tissue.
-    lo, hi = np.percentile(inside, [2, 98])
-    thr = _otsu(np.clip(inside, lo, hi))
-    tissue = ndimage.binary_opening(mask & (data > thr), iterations=1)
+    lo, hi = np.percentile(inside, [1, 99])
+    csf_tissue, _ = _otsu3(np.clip(inside, lo, hi))
+    tissue = ndimage.binary_opening(mask & (data > csf_tissue), iterations=1)
     tight = ndimage.binary_fill_holes(_largest_component(tissue))
-    return ndimage.binary_closing(tight, iterations=2) & mask
+    return mask, ndimage.binary_closing(tight, iterations=2) & mask
 
 
-def _otsu(values: np.ndarray, bins: int = 128) -> float:
+def _otsu3(values: np.ndarray, bins: int = 64) -> tuple[float, float]:
+    """Three-class Otsu thresholds (CSF | grey matter | white matter) of ``values``."""
     hist, edges = np.histogram(values, bins=bins)
     centres = (edges[:-1] + edges[1:]) / 2
-    w0 = np.cumsum(hist)
-    w1 = w0[-1] - w0
-    m0 = np.cumsum(hist * centres) / np.maximum(w0, 1)
-    m1 = (np.sum(hist * centres) - np.cumsum(hist * centres)) / np.maximum(w1, 1)
-    return float(centres[np.argmax(w0 * w1 * (m0 - m1) ** 2)])
+    w = np.cumsum(hist).astype(float)
+    m = np.cumsum(hist * centres)
+    total_w, total_m = w[-1], m[-1]
+    best, best_t = -1.0, (0, 1)
+    for i in range(bins - 2):
+        for j in range(i + 1, bins - 1):
+            ws = (w[i], w[j] - w[i], total_w - w[j])
+            ms = (m[i], m[j] - m[i], total_m - m[j])
+            if min(ws) <= 0:
+                continue
+            between = sum(mm * mm / ww for mm, ww in zip(ms, ws))
+            if between > best:
+                best, best_t = between, (i, j)
+    return float(edges[best_t[0] + 1]), float(edges[best_t[1] + 1])
 
 
 def register_rigid(brain: ants.ANTsImage, workdir: Path) -> tuple[np.ndarray, Path]:
@@ -229,7 +242,7 @@ def preprocess(path: Path, *, skull_stripped: bool, workdir: Path) -> Preprocess
     try:
         t0 = time.perf_counter()
         if skull_stripped:
-            mask = mask_skull_stripped(img.numpy())
+            mask = tissue = mask_skull_stripped(img.numpy())
             corrected = bias_correct(img, img.new_image_like(mask.astype(np.float32)))
         else:
             corrected = bias_correct(img, None)
@@ -237,13 +250,13 @@ def preprocess(path: Path, *, skull_stripped: bool, workdir: Path) -> Preprocess
 
         if not skull_stripped:
             t0 = time.perf_counter()
-            mask = extract_brain(corrected, scratch)
+            mask, tissue = extract_brain(corrected, scratch)
             timings["brain_extraction"] = time.perf_counter() - t0
-        if mask.sum() < 1000:
+        if tissue.sum() < 1000:
             raise InputError(f"{path.name}: brain mask is empty; is this a T1w image of a head?")
 
         t0 = time.perf_counter()
-        brain_data = corrected.numpy() * mask
+        brain_data = corrected.numpy() * tissue
         brain = corrected.new_image_like(brain_data.astype(np.float32))
         matrix, tx_file = register_rigid(brain, scratch)
         kept_tx = workdir / "rigid_template_to_t1w.mat"
@@ -256,7 +269,7 @@ def preprocess(path: Path, *, skull_stripped: bool, workdir: Path) -> Preprocess
     grid_affine = templates.model_grid()
     out_to_in = np.linalg.inv(canonical.affine) @ matrix @ grid_affine
     on_grid = resample(brain_data, out_to_in, templates.GRID_SHAPE).numpy()
-    grid_mask = resample(mask.astype(np.float32), out_to_in, templates.GRID_SHAPE).numpy() > 0.5
+    grid_mask = resample(tissue.astype(np.float32), out_to_in, templates.GRID_SHAPE).numpy() > 0.5
     image = normalise(on_grid, grid_mask)
 
     # Back to the input's own voxel order for the outputs.
