@@ -19,8 +19,8 @@ from . import __version__, outputs
 from .discovery import WorkUnit
 from .infer import predict_probabilities, runtime_for, to_native_labels
 from .labels import label_table
-from .model_io import ModelError, load_model, shipped_model
-from .preprocess import InputError, preprocess, seed_ants
+from .model_io import load_model, shipped_model
+from .preprocess import preprocess, seed_ants
 
 log = logging.getLogger(__name__)
 
@@ -117,8 +117,9 @@ def _run_one(unit: WorkUnit) -> ImageResult:
     assert _WORKER is not None
     try:
         return _WORKER.process(unit)
-    except (InputError, ValueError, RuntimeError, OSError) as exc:
-        # One image's failure must not stop the others; its reason is one line for the user.
+    except Exception as exc:  # noqa: BLE001
+        # One image's failure must not stop the others (InputError for bad input, but also
+        # whatever ANTs or torch raise); its reason is one line for the user.
         message = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         log.error("%s: failed: %s", unit.path.name, message)
         log.debug("traceback", exc_info=True)
@@ -141,5 +142,3 @@ def run_participants(units: list[WorkUnit], config: ParticipantConfig) -> list[I
         return list(tqdm(pool.map(_run_one, units), total=len(units), desc="T1w images",
                          unit="image"))
 
-
-__all__ = ["ParticipantConfig", "ImageResult", "run_participants", "ModelError"]

@@ -9,22 +9,20 @@ from __future__ import annotations
 
 import csv
 import hashlib
-import json
 import logging
 import math
 import os
-import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import nibabel as nib
 import numpy as np
 import torch
-import torch.nn.functional as F
 from tqdm import tqdm
 
 from . import __version__, templates
 from .augment import Compose, RandomBiasField, RandomContrast, RandomGamma, RandomNoise
+from .discovery import WorkUnit, discover
 from .infer import predict_probabilities, runtime_for
 from .labels import label_table, training_labels
 from .metrics import dice_per_class, summarise_dice
@@ -58,7 +56,8 @@ class TrainConfig:
     nprocs: int = 2
     device: str = "auto"
     resume: bool = False
-    skull_stripped: bool = True
+    #: Treat every T1w as skull-stripped; otherwise the sidecar's "SkullStripped" decides.
+    skull_stripped: bool = False
 
     def to_json(self) -> dict:
         return {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(self).items()}
@@ -71,9 +70,8 @@ class Example:
     classes: np.ndarray  # uint8 class indices, model grid
 
 
-def find_labelled(config: TrainConfig) -> list[tuple[str, Path, Path]]:
+def find_labelled(config: TrainConfig) -> list[tuple[str, WorkUnit, Path]]:
     """(participant, T1w, label map) for every labelled T1w of the dataset."""
-    from .discovery import discover
 
     pairs = []
     for unit in discover(config.bids_dir, participants=config.participants, validate=False):
@@ -86,7 +84,7 @@ def find_labelled(config: TrainConfig) -> list[tuple[str, Path, Path]]:
         if not hits:
             log.warning("no %s label map for %s; skipped", config.labels_desc, unit.path.name)
             continue
-        pairs.append((ent["subject"], unit.path, hits[0]))
+        pairs.append((ent["subject"], unit, hits[0]))
     if not pairs:
         raise ValueError(f"no T1w in {config.bids_dir} has a desc-{config.labels_desc} label map "
                          f"in {config.labels_dir}")
@@ -101,13 +99,15 @@ def _digest(*paths: Path) -> str:
     return h.hexdigest()[:16]
 
 
-def prepare_example(participant: str, t1w: Path, labels: Path, config: TrainConfig) -> Example:
+def prepare_example(participant: str, t1w: WorkUnit, labels: Path,
+                    config: TrainConfig) -> Example:
     """Preprocess one labelled image onto the model grid, cached in the work directory."""
-    cache = config.work_dir / "train_cache" / f"sub-{participant}_{_digest(t1w, labels)}.npz"
+    cache = config.work_dir / "train_cache" / f"sub-{participant}_{_digest(t1w.path, labels)}.npz"
     if cache.exists():
         with np.load(cache) as z:
             return Example(participant, z["image"].astype(np.float32), z["classes"])
-    prep = preprocess(t1w, skull_stripped=config.skull_stripped,
+    skull_stripped = config.skull_stripped or bool(t1w.metadata.get("SkullStripped", False))
+    prep = preprocess(t1w.path, skull_stripped=skull_stripped,
                       workdir=config.work_dir / "train_prep" / f"sub-{participant}")
     lab_img = nib.load(str(labels))
     lab = np.asarray(lab_img.dataobj).astype(np.int32)
@@ -229,6 +229,7 @@ def run(config: TrainConfig) -> Path:
         torch.set_rng_state(state["torch_rng"])
         rng.bit_generator.state = state["numpy_rng"]
         log.info("resumed at step %d", step)
+        _truncate_log(config.output_dir / "training_log.csv", step)
     sampler = PatchSampler(examples, config.patch_size, rng)
     augment = Compose([RandomGamma(), RandomContrast(), RandomBiasField(), RandomNoise()])
     log_csv = config.output_dir / "training_log.csv"
@@ -291,6 +292,18 @@ def run(config: TrainConfig) -> Path:
                   "labels_dir": str(config.labels_dir), "labels_desc": config.labels_desc},
         validation=scores,
     )
+
+
+def _truncate_log(path: Path, step: int) -> None:
+    """Drop log rows written after the checkpoint we resume from."""
+    if not path.exists():
+        return
+    with path.open(newline="") as f:
+        rows = list(csv.DictReader(f))
+    path.unlink()
+    for row in rows:
+        if int(row["step"]) <= step:
+            _append_csv(path, row)
 
 
 def _append_csv(path: Path, record: dict) -> None:
