@@ -1,6 +1,7 @@
 """Intensity augmentations, each a small transform of a normalised image patch.
 
-Every transform takes ``(image, rng)`` and returns a new float32 array; labels never change.
+Every transform is called as ``transform(image, rng)``, applies itself with probability ``p``
+and returns a float32 array; labels never change.
 """
 
 from __future__ import annotations
@@ -11,42 +12,44 @@ import numpy as np
 
 
 @dataclass
-class RandomGamma:
-    """``x ** gamma`` on the non-negative normalised image, log-uniform gamma."""
-
-    log_range: float = 0.4
+class RandomTransform:
     p: float = 0.5
 
     def __call__(self, x: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-        if rng.random() >= self.p:
-            return x
+        return self.apply(x, rng) if rng.random() < self.p else x
+
+    def apply(self, x: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        raise NotImplementedError
+
+
+@dataclass
+class RandomGamma(RandomTransform):
+    """``x ** gamma`` on the non-negative normalised image, log-uniform gamma."""
+
+    log_range: float = 0.4
+
+    def apply(self, x, rng):
         return np.power(np.maximum(x, 0), np.exp(rng.uniform(-self.log_range, self.log_range)))
 
 
 @dataclass
-class RandomContrast:
+class RandomContrast(RandomTransform):
     """Global intensity scaling, as between scanners' normalisation."""
 
     low: float = 0.85
     high: float = 1.15
-    p: float = 0.5
 
-    def __call__(self, x: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-        if rng.random() >= self.p:
-            return x
+    def apply(self, x, rng):
         return x * rng.uniform(self.low, self.high)
 
 
 @dataclass
-class RandomBiasField:
+class RandomBiasField(RandomTransform):
     """A smooth multiplicative field: exp of a random linear + quadratic polynomial."""
 
     strength: float = 0.3
-    p: float = 0.5
 
-    def __call__(self, x: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-        if rng.random() >= self.p:
-            return x
+    def apply(self, x, rng):
         axes = np.meshgrid(*[np.linspace(-1, 1, s, dtype=np.float32) for s in x.shape],
                            indexing="ij", sparse=True)
         log_field = sum(rng.uniform(-1, 1) * a + rng.uniform(-1, 1) * a**2 for a in axes)
@@ -54,15 +57,13 @@ class RandomBiasField:
 
 
 @dataclass
-class RandomNoise:
+class RandomNoise(RandomTransform):
     """Gaussian noise inside the brain (background stays zero, as after brain extraction)."""
 
-    max_sigma: float = 0.04
     p: float = 0.3
+    max_sigma: float = 0.04
 
-    def __call__(self, x: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-        if rng.random() >= self.p:
-            return x
+    def apply(self, x, rng):
         noise = rng.normal(0, rng.uniform(0, self.max_sigma), x.shape).astype(np.float32)
         return np.where(x > 0, x + noise, x)
 
