@@ -135,7 +135,7 @@ def test_pybids_indexes_every_output(run):
     from bids import BIDSLayout
 
     layout = BIDSLayout(str(run["ds"]), derivatives=[str(run["out"])], validate=False)
-    d = layout.derivatives["eneuronet"]
+    d = layout.derivatives.get_pipeline("eneuronet")
     q = {"subject": "otsu", "return_type": "filename"}
     assert d.get(desc="DKTaseg", suffix="dseg", extension=".nii.gz", **q) == [str(run["paths"].dseg)]
     assert d.get(desc="brain", suffix="mask", extension=".nii.gz", **q) == [str(run["paths"].mask)]
