@@ -34,7 +34,6 @@ def _setup_environment(work_dir: Path, threads: int) -> None:
                      ("TORCH_HOME", "torch"), ("DENO_DIR", "deno")):
         if not os.access(os.environ.get(var, str(Path.home())), os.W_OK):
             os.environ[var] = str(cache / sub)
-    os.environ.setdefault("TEMPLATEFLOW_HOME", str(Path.home() / ".cache" / "templateflow"))
     for var in ("OMP_NUM_THREADS", "ITK_GLOBAL_DEFAULT_NUMBER_OF_THREADS", "MKL_NUM_THREADS"):
         os.environ[var] = str(threads)
 

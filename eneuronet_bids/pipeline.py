@@ -15,7 +15,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from . import __version__, outputs
+from . import __version__, outputs, templates
 from .discovery import WorkUnit
 from .infer import predict_probabilities, runtime_for, to_native_labels
 from .labels import label_table
@@ -129,8 +129,10 @@ def _run_one(unit: WorkUnit) -> ImageResult:
 def run_participants(units: list[WorkUnit], config: ParticipantConfig) -> list[ImageResult]:
     """Process every unit; the model is loaded once per worker process.
 
-    Raises ModelError before any image is touched when the model cannot be loaded.
+    Raises ModelError or TemplateError before any image is touched when the model cannot be
+    loaded or a template is missing.
     """
+    templates.check_available()
     outputs.write_dataset_description(config.output_dir, config.bids_dir)
     workers = max(1, min(len(units), config.nprocs // max(1, config.omp_nthreads)))
     if workers == 1:

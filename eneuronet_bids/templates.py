@@ -2,15 +2,12 @@
 
 from __future__ import annotations
 
-import logging
 import os
 from functools import cache
 from pathlib import Path
 
 import nibabel as nib
 import numpy as np
-
-log = logging.getLogger(__name__)
 
 #: Rigid target of the pipeline and the space of the model grid.
 TEMPLATE = "MNI152NLin2009cAsym"
@@ -36,24 +33,30 @@ def _template_home() -> Path:
 
 
 @cache
-def template_file(template: str, **query) -> Path:
-    """One file from the local TemplateFlow home. Never downloads: a missing file is an error."""
+def template_file(template: str, *, resolution: int, desc: str | None, suffix: str) -> Path:
+    """One file from the local TemplateFlow home, through TemplateFlow's API.
+
+    The file must already be in the home: we look for it first, so that TemplateFlow never
+    gets the chance to download (there is no network at run time).
+    """
     home = _template_home()
+    name = f"tpl-{template}_res-{resolution:02d}"
+    name += f"_desc-{desc}" if desc else ""
+    expected = home / f"tpl-{template}" / f"{name}_{suffix}.nii.gz"
+    if not expected.is_file() or expected.stat().st_size == 0:
+        raise TemplateError(f"{expected.name} is missing from TEMPLATEFLOW_HOME={home} "
+                            "(templates are never downloaded at run time)")
+    os.environ.setdefault("TEMPLATEFLOW_AUTOUPDATE", "0")
     # TemplateFlow's import writes its skeleton into the home; a read-only home (a container
     # image, a shared data folder) is still fine to query.
-    os.environ.setdefault("TEMPLATEFLOW_AUTOUPDATE", "0")
     from templateflow import api
 
-    try:
-        found = api.get(template, raise_empty=True, **query)
-    except Exception as exc:  # TemplateFlow raises a bare Exception when nothing matches
-        raise TemplateError(f"{template} {query} not found in TEMPLATEFLOW_HOME={home}") from exc
+    found = api.get(template, resolution=resolution, desc=desc, suffix=suffix,
+                    extension=".nii.gz")
     if isinstance(found, list):
-        raise TemplateError(f"{template} {query} is ambiguous in {home}: {found}")
-    path = Path(found)
-    if not path.is_file() or path.stat().st_size == 0:
-        raise TemplateError(f"{path} is missing or empty (no network at run time)")
-    return path
+        raise TemplateError(f"{template} res-{resolution} desc-{desc} {suffix} is ambiguous "
+                            f"in {home}: {found}")
+    return Path(found)
 
 
 def brain_template() -> Path:
@@ -70,6 +73,12 @@ def head_template() -> Path:
 
 def head_template_mask() -> Path:
     return template_file(HEAD_TEMPLATE, resolution=1, desc="brain", suffix="mask")
+
+
+def check_available() -> None:
+    """Raise TemplateError now, before any image is processed, if a template is missing."""
+    for get in (brain_template, brain_template_mask, head_template, head_template_mask):
+        get()
 
 
 @cache
