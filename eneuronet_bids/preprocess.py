@@ -86,8 +86,7 @@ def load_t1w(path: Path) -> tuple[nib.Nifti1Image, list[str]]:
                         f"{MAX_ANISOTROPY}): expect lower accuracy")
     header = img.header.copy()
     header.set_data_dtype(np.float32)
-    affine = img.affine if img.header.get_best_affine() is None else img.header.get_best_affine()
-    return nib.Nifti1Image(data, affine, header), warnings
+    return nib.Nifti1Image(data, img.affine, header), warnings
 
 
 def to_ants(data: np.ndarray, affine: np.ndarray) -> ants.ANTsImage:
