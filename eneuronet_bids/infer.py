@@ -7,7 +7,7 @@ import logging
 import numpy as np
 import torch
 
-from .model import ENeuroNet
+from .model import ENeuroNet, model_input
 from .resample import resample_argmax
 
 log = logging.getLogger(__name__)
@@ -33,7 +33,7 @@ def predict_probabilities(model: ENeuroNet, image: np.ndarray, device: torch.dev
     """Softmax probabilities (C, X, Y, Z) as float16 on the CPU for a normalised grid image."""
     model.eval()
     use_bf16 = runtime_for(device.type)[1]
-    x = torch.from_numpy(np.ascontiguousarray(image, dtype=np.float32))[None, None].to(device)
+    x = torch.from_numpy(model_input(image, model.config, image.shape))[None].to(device)
     x = x.contiguous(memory_format=torch.channels_last_3d)
     with torch.autocast(device.type, dtype=torch.bfloat16 if device.type == "cpu"
                         else torch.float16, enabled=use_bf16):

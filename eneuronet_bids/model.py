@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -21,6 +22,13 @@ class ModelConfig:
     n_classes: int
     cardinality: int = 8
     dropout: float = 0.1
+    #: Add three input channels with each voxel's position on the model grid (see
+    #: ``model_input``); without them a network trained on patches cannot tell left from right.
+    positional: bool = True
+
+    @property
+    def in_channels(self) -> int:
+        return 4 if self.positional else 1
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -92,14 +100,15 @@ def _stage(n_blocks: int, in_channels: int, width: int, out_channels: int, *, st
 
 
 class ENeuroNet(nn.Module):
-    """Input ``(N, 1, X, Y, Z)`` with sides divisible by 16; output class logits, same size."""
+    """Input ``(N, C, X, Y, Z)`` (see ``model_input``) with sides divisible by 16; output class
+    logits, same size."""
 
     def __init__(self, config: ModelConfig):
         super().__init__()
         self.config = config
         card, drop = config.cardinality, config.dropout
         self.stem = nn.Sequential(
-            nn.Conv3d(1, 16, 3, stride=2, padding=1),
+            nn.Conv3d(config.in_channels, 16, 3, stride=2, padding=1),
             nn.Conv3d(16, 32, 3, padding=1),
             _activation(drop),
         )
@@ -137,6 +146,21 @@ class ENeuroNet(nn.Module):
         y = self.dec2(y) + c2
         y = self.dec1(y) + c1
         return self.head(y)
+
+
+def model_input(image: np.ndarray, config: ModelConfig, grid_shape: tuple[int, int, int],
+                start: tuple[int, int, int] = (0, 0, 0)) -> np.ndarray:
+    """Network input (C, X, Y, Z) for a block of a grid image that starts at ``start``: the
+    image, then (if ``config.positional``) the block's grid coordinates scaled to [-1, 1]."""
+    channels = [image.astype(np.float32)]
+    if config.positional:
+        for axis, (size, offset, total) in enumerate(zip(image.shape, start, grid_shape)):
+            coord = (np.arange(offset, offset + size, dtype=np.float32) - (total - 1) / 2) / (
+                (total - 1) / 2)
+            shape = [1, 1, 1]
+            shape[axis] = size
+            channels.append(np.broadcast_to(coord.reshape(shape), image.shape))
+    return np.stack(channels)
 
 
 def count_parameters(model: nn.Module) -> int:

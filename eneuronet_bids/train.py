@@ -26,7 +26,7 @@ from .discovery import WorkUnit, discover
 from .infer import predict_probabilities, runtime_for
 from .labels import label_table, training_labels
 from .metrics import dice_per_class, summarise_dice
-from .model import ENeuroNet, ModelConfig
+from .model import ENeuroNet, ModelConfig, model_input
 from .model_io import export_model
 from .preprocess import preprocess, seed_ants
 from .resample import resample
@@ -56,6 +56,9 @@ class TrainConfig:
     nprocs: int = 2
     device: str = "auto"
     resume: bool = False
+    #: Warm start from these weights (a model file or a checkpoint) when not resuming; input
+    #: channels the old weights lack start at zero.
+    init_weights: Path | None = None
     #: Treat every T1w as skull-stripped; otherwise the sidecar's "SkullStripped" decides.
     skull_stripped: bool = False
 
@@ -156,7 +159,7 @@ class PatchSampler:
         self.examples, self.size, self.rng = examples, size, rng
         self.foreground = [np.argwhere(e.classes > 0) for e in examples]
 
-    def sample(self) -> tuple[np.ndarray, np.ndarray]:
+    def sample(self) -> tuple[np.ndarray, np.ndarray, tuple[int, int, int]]:
         i = int(self.rng.integers(len(self.examples)))
         ex = self.examples[i]
         shape = np.array(ex.classes.shape)
@@ -167,7 +170,7 @@ class PatchSampler:
             centre = self.rng.integers(0, shape)
         start = np.clip(centre - self.size // 2, 0, shape - self.size)
         sl = tuple(slice(s, s + self.size) for s in start)
-        return ex.image[sl], ex.classes[sl]
+        return ex.image[sl], ex.classes[sl], tuple(int(s) for s in start)
 
 
 def _lr_at(step: int, config: TrainConfig) -> float:
@@ -230,6 +233,8 @@ def run(config: TrainConfig) -> Path:
         rng.bit_generator.state = state["numpy_rng"]
         log.info("resumed at step %d", step)
         _truncate_log(config.output_dir / "training_log.csv", step)
+    elif config.init_weights is not None:
+        _warm_start(model, config.init_weights)
     sampler = PatchSampler(examples, config.patch_size, rng)
     augment = Compose([RandomGamma(), RandomContrast(), RandomBiasField(), RandomNoise()])
     log_csv = config.output_dir / "training_log.csv"
@@ -247,8 +252,10 @@ def run(config: TrainConfig) -> Path:
         model.train()
         for group in optimiser.param_groups:
             group["lr"] = _lr_at(step, config)
-        xs, ys = zip(*(sampler.sample() for _ in range(config.batch_size)))
-        x = torch.from_numpy(np.stack([augment(x_, rng) for x_ in xs])[:, None]).to(device)
+        xs, ys, starts = zip(*(sampler.sample() for _ in range(config.batch_size)))
+        x = torch.from_numpy(np.stack([
+            model_input(augment(x_, rng), model.config, templates.GRID_SHAPE, start)
+            for x_, start in zip(xs, starts)])).to(device)
         y = torch.from_numpy(np.stack(ys).astype(np.int64)).to(device)
         x = x.contiguous(memory_format=torch.channels_last_3d)
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_bf16):
@@ -292,6 +299,20 @@ def run(config: TrainConfig) -> Path:
                   "labels_dir": str(config.labels_dir), "labels_desc": config.labels_desc},
         validation=scores,
     )
+
+
+def _warm_start(model: ENeuroNet, path: Path) -> None:
+    blob = torch.load(path, map_location="cpu", weights_only=False)
+    old = blob.get("state_dict") or blob["model"]
+    new = model.state_dict()
+    for name, value in old.items():
+        target = new[name]
+        if value.shape == target.shape:
+            target.copy_(value)
+        else:  # more input channels now: copy the old ones, leave the new ones at zero
+            target.zero_()
+            target[:, : value.shape[1]].copy_(value)
+    log.info("warm start from %s", path)
 
 
 def _truncate_log(path: Path, step: int) -> None:

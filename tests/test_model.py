@@ -1,7 +1,10 @@
 import pytest
 import torch
 
-from eneuronet_bids.model import ENeuroNet, ModelConfig, count_conv_layers, count_parameters
+import numpy as np
+
+from eneuronet_bids.model import (ENeuroNet, ModelConfig, count_conv_layers, count_parameters,
+                                  model_input)
 
 
 @pytest.fixture(scope="module")
@@ -11,7 +14,7 @@ def model():
 
 
 def test_output_shape_matches_input(model):
-    x = torch.rand(1, 1, 32, 48, 64)
+    x = torch.rand(1, 4, 32, 48, 64)
     with torch.inference_mode():
         y = model(x)
     assert y.shape == (1, 101, 32, 48, 64)
@@ -19,8 +22,9 @@ def test_output_shape_matches_input(model):
 
 
 def test_parameter_and_layer_counts(model):
-    # 2,179,109 parameters for 101 classes (documented in docs/model.md)
-    assert count_parameters(model) == 2_179_109
+    # 2,180,405 parameters for 101 classes with positional channels (docs/model.md)
+    assert count_parameters(model) == 2_180_405
+    assert count_parameters(ENeuroNet(ModelConfig(n_classes=101, positional=False))) == 2_179_109
     # stem 2 + encoder 13 blocks x 3 + decoder 13 blocks x 3 + head 2 = 82 convolutions
     assert count_conv_layers(model) == 82
 
@@ -41,4 +45,16 @@ def test_skips_are_summed_not_concatenated(model):
 
 def test_rejects_sizes_not_divisible_by_16(model):
     with pytest.raises(ValueError, match="multiples of 16"):
-        model(torch.zeros(1, 1, 24, 32, 32))
+        model(torch.zeros(1, 4, 24, 32, 32))
+
+
+def test_model_input_adds_grid_coordinates_of_the_block():
+    cfg = ModelConfig(n_classes=3)
+    image = np.ones((4, 6, 8), np.float32)
+    x = model_input(image, cfg, grid_shape=(9, 6, 8), start=(4, 0, 0))
+    assert x.shape == (4, 4, 6, 8)
+    assert np.array_equal(x[0], image)
+    assert np.allclose(x[1, :, 0, 0], [0.0, 0.25, 0.5, 0.75])  # rows 4..7 of a 9-row grid
+    assert np.allclose(x[2, 0, [0, -1], 0], [-1, 1]) and np.allclose(x[3, 0, 0, [0, -1]], [-1, 1])
+    assert model_input(image, ModelConfig(n_classes=3, positional=False), (4, 6, 8)).shape == (
+        1, 4, 6, 8)

@@ -45,8 +45,9 @@ def test_patches_have_the_right_size_and_mostly_foreground():
     sampler = PatchSampler([ex], 16, rng)
     hits = 0
     for _ in range(50):
-        img, lab = sampler.sample()
+        img, lab, start = sampler.sample()
         assert img.shape == lab.shape == (16, 16, 16)
+        assert np.array_equal(lab, classes[tuple(slice(s, s + 16) for s in start)])
         hits += (lab == 7).any()
     assert hits >= 35
 
