@@ -135,6 +135,7 @@ def _train(args, work_dir: Path) -> int:
         batch_size=args.batch_size, lr=args.lr, validate_every=args.validate_every,
         checkpoint_every=args.checkpoint_every, seed=args.random_seed, nprocs=args.omp_nthreads,
         device=args.device, resume=args.resume, skull_stripped=args.skull_stripped,
+        init_weights=args.init_weights,
     )
     try:
         path = run(config)

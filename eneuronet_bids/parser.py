@@ -85,6 +85,8 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--checkpoint-every", type=int, default=50)
     g.add_argument("--resume", action="store_true",
                    help="continue from output_dir/checkpoint.pt")
+    g.add_argument("--init-weights", type=_abspath, metavar="FILE",
+                   help="warm start from a model file or checkpoint (ignored with --resume)")
 
     g = p.add_argument_group("Other options")
     g.add_argument("-v", "--verbose", action="count", default=0, help="more log output")
@@ -120,6 +122,8 @@ def validate_paths(args: argparse.Namespace) -> None:
             raise UsageError("the train level needs --labels DIR, an existing derivatives folder")
         if args.patch_size % 16 or args.patch_size < 32:
             raise UsageError("--patch-size must be a multiple of 16, at least 32")
+        if args.init_weights is not None and not args.init_weights.is_file():
+            raise UsageError(f"--init-weights {args.init_weights} does not exist")
         if args.steps < 1 or args.batch_size < 1:
             raise UsageError("--steps and --batch-size must be at least 1")
     _check_writable(args.output_dir, "output_dir")
