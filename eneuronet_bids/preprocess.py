@@ -55,9 +55,6 @@ class Preprocessed:
         """Maps model-grid voxel indices to native voxel indices."""
         return np.linalg.inv(self.native.affine) @ self.template_to_native @ self.grid_affine
 
-    def native_to_grid_voxels(self) -> np.ndarray:
-        return np.linalg.inv(self.grid_to_native_voxels())
-
 
 def load_t1w(path: Path) -> tuple[nib.Nifti1Image, list[str]]:
     """Load and check a T1w image; returns it (3D) and warnings. Raises InputError."""
