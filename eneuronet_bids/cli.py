@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -41,8 +42,13 @@ def _setup_environment(work_dir: Path, threads: int) -> None:
 def _validate_bids(bids_dir: Path) -> None:
     from .parser import UsageError
 
+    # The validator is installed beside our interpreter; a venv's bin/ need not be on PATH.
+    beside = Path(sys.executable).parent / "bids-validator-deno"
+    validator = str(beside) if beside.is_file() else shutil.which("bids-validator-deno")
     try:
-        proc = subprocess.run(["bids-validator-deno", "--ignoreWarnings", str(bids_dir)],
+        if validator is None:
+            raise FileNotFoundError("bids-validator-deno")
+        proc = subprocess.run([validator, "--ignoreWarnings", str(bids_dir)],
                               capture_output=True, text=True, timeout=600)
     except FileNotFoundError as exc:
         raise UsageError("bids-validator-deno is not installed; use --skip-bids-validation "
