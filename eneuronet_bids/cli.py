@@ -1,7 +1,8 @@
 """Entry point: ``eneuronet`` / ``run.py``. Exit codes are documented in the README:
 
 0 all images done (or skipped as complete); 1 one or more images failed; 2 bad command line,
-paths or dataset; 3 model file missing or corrupt; 4 analysis level not available yet.
+paths or dataset (for the group level: no complete participant outputs); 3 model file missing
+or corrupt.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_MODEL, EXIT_UNAVAILABLE = 0, 1, 2, 3, 4
+EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_MODEL = 0, 1, 2, 3
 
 log = logging.getLogger("eneuronet")
 
@@ -79,18 +80,10 @@ def main(argv: list[str] | None = None) -> int:
                 return _participant(args, work_dir)
             if args.analysis_level == "train":
                 return _train(args, work_dir)
-            log.error("the group level is not available yet in eneuronet %s",
-                      _version())
-            return EXIT_UNAVAILABLE
+            return _group(args)
         except UsageError as exc:
             log.error("%s", exc)
             return EXIT_USAGE
-
-
-def _version() -> str:
-    from . import __version__
-
-    return __version__
 
 
 def _participant(args, work_dir: Path) -> int:
@@ -113,7 +106,7 @@ def _participant(args, work_dir: Path) -> int:
         bids_dir=args.bids_dir, output_dir=args.output_dir, work_dir=work_dir,
         model=args.model, device=args.device, skull_stripped=args.skull_stripped,
         force=args.force, seed=args.random_seed, omp_nthreads=args.omp_nthreads,
-        nprocs=args.nprocs,
+        nprocs=args.nprocs, save_probabilities=args.save_probabilities,
     )
     try:
         results = run_participants(units, config)
@@ -129,6 +122,14 @@ def _participant(args, work_dir: Path) -> int:
         if r.status == "failed":
             log.error("failed: %s: %s", r.unit.path.name, r.message)
     return EXIT_FAILED if counts["failed"] else EXIT_OK
+
+
+def _group(args) -> int:
+    from .group import run_group
+
+    paths = run_group(args.output_dir, args.participant_label)
+    log.info("group outputs: %s, %s, %s", paths.volumes.name, paths.qc.name, paths.report.name)
+    return EXIT_OK
 
 
 def _train(args, work_dir: Path) -> int:

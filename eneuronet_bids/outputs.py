@@ -39,14 +39,34 @@ class OutputPaths:
     mask: Path
     mask_json: Path
     xfm: Path
+    probseg: Path
+    probseg_json: Path
+    report: Path
 
-    def all(self) -> list[Path]:
+    def all(self, probabilities: bool = False) -> list[Path]:
+        """Every output, the completion marker (dseg sidecar) last."""
+        extra = [self.probseg, self.probseg_json] if probabilities else []
         return [self.dseg, self.volumes, self.preproc, self.preproc_json, self.mask,
-                self.mask_json, self.xfm, self.dseg_json]
+                self.mask_json, self.xfm, *extra, self.report, self.dseg_json]
+
+
+@dataclass(frozen=True)
+class GroupPaths:
+    volumes: Path
+    qc: Path
+    report: Path
+
+
+def group_paths(output_dir: Path) -> GroupPaths:
+    return GroupPaths(output_dir / "group_volumes.tsv", output_dir / "group_qc.tsv",
+                      output_dir / "group.html")
 
 
 def output_paths(output_dir: Path, unit: WorkUnit) -> OutputPaths:
-    ent = unit.entities
+    return _paths_for(output_dir, unit.entities)
+
+
+def _paths_for(output_dir: Path, ent: dict) -> OutputPaths:
     parts = [f"{short}-{ent[key]}" for key, short in _ENTITY_KEYS if key in ent]
     folder = output_dir / f"sub-{ent['subject']}"
     if "session" in ent:
@@ -63,12 +83,37 @@ def output_paths(output_dir: Path, unit: WorkUnit) -> OutputPaths:
         preproc=f("desc-preproc_T1w.nii.gz"), preproc_json=f("desc-preproc_T1w.json"),
         mask=f("desc-brain_mask.nii.gz"), mask_json=f("desc-brain_mask.json"),
         xfm=f(f"from-T1w_to-{TEMPLATE}_mode-image_xfm.mat"),
+        probseg=f(f"desc-{DESC}_probseg.nii.gz"), probseg_json=f(f"desc-{DESC}_probseg.json"),
+        # Reports sit at the derivatives root, as fmriprep's do.
+        report=output_dir / f"{'_'.join(parts)}_desc-{DESC}_report.html",
     )
 
 
-def is_complete(paths: OutputPaths) -> bool:
+def is_complete(paths: OutputPaths, probabilities: bool = False) -> bool:
     """Complete means every file is there; the dseg sidecar is written last."""
-    return all(p.is_file() for p in paths.all())
+    return all(p.is_file() for p in paths.all(probabilities))
+
+
+def entities_from_name(name: str) -> dict[str, str]:
+    """BIDS entities (long names) of one of our output file names."""
+    long = dict((short, key) for key, short in _ENTITY_KEYS)
+    pairs = (part.split("-", 1) for part in name.split("_") if "-" in part)
+    return {long[k]: v for k, v in pairs if k in long}
+
+
+def find_complete(output_dir: Path, participants: list[str] | None = None
+                  ) -> list[tuple[dict[str, str], OutputPaths]]:
+    """(entities, paths) of every image whose outputs are complete, sorted by name."""
+    wanted = {p.removeprefix("sub-") for p in participants} if participants else None
+    found = []
+    for marker in sorted(output_dir.glob(f"sub-*/**/anat/*_desc-{DESC}_dseg.json")):
+        ent = entities_from_name(marker.name)
+        if "subject" not in ent or (wanted is not None and ent["subject"] not in wanted):
+            continue
+        paths = _paths_for(output_dir, ent)
+        if paths.dseg_json == marker and is_complete(paths):
+            found.append((ent, paths))
+    return found
 
 
 def _atomic(path: Path, write) -> None:
@@ -132,24 +177,51 @@ def dseg_tsv() -> str:
     return "\n".join(rows) + "\n"
 
 
-def volumes_tsv(labels: np.ndarray, voxel_volume: float) -> str:
-    """Volume of every label of the table (0 when absent) and the total brain volume."""
-    table = label_table()
-    counts = np.bincount(table.to_classes(labels).ravel(), minlength=len(table))
+def volumes_tsv(volumes: dict[str, float]) -> str:
+    """The volumes of ``qc.volumes_by_name``: every label of the table, then the total."""
+    index = {lab.name: str(lab.index) for lab in label_table()}
     rows = ["index\tname\tvolume_mm3"]
-    rows += [f"{lab.index}\t{lab.name}\t{counts[k] * voxel_volume:.1f}"
-             for k, lab in enumerate(table) if lab.index != 0]
-    rows.append(f"n/a\tTotal-Brain\t{counts[1:].sum() * voxel_volume:.1f}")
+    rows += [f"{index.get(name, 'n/a')}\t{name}\t{v:.1f}" for name, v in volumes.items()]
     return "\n".join(rows) + "\n"
+
+
+def read_volumes(path: Path) -> dict[str, float]:
+    rows = [line.split("\t") for line in path.read_text().splitlines()[1:] if line]
+    return {name: float(v) for _, name, v in rows}
+
+
+def write_probseg(path: Path, json_path: Path, probabilities: np.ndarray,
+                  like: nib.Nifti1Image, source: list[str]) -> None:
+    """A 4D probability map (X, Y, Z, class) stored as uint8 with slope 1/255; the sidecar's
+    ``LabelMap`` names the label of each volume."""
+    header = like.header.copy()
+    header.set_data_dtype(np.uint8)
+    img = nib.Nifti1Image(probabilities, like.affine, header)
+    img.header.set_slope_inter(1 / 255, 0)
+    _atomic(path, lambda tmp: nib.save(img, str(tmp)))
+    write_json(json_path, {
+        "Sources": source,
+        "Description": "class probabilities resampled to the native T1w grid; volume k is "
+                       "the label in LabelMap[k]",
+        "LabelMap": {str(k): {"index": lab.index, "name": lab.name}
+                     for k, lab in enumerate(label_table())},
+    })
+
+
+def write_group_outputs(paths: GroupPaths, volumes: str, qc: str, report: str) -> None:
+    write_text(paths.volumes, volumes)
+    write_text(paths.qc, qc)
+    write_text(paths.report, report)
 
 
 def write_image_outputs(paths: OutputPaths, *, unit: WorkUnit, bids_dir: Path,
                         native: nib.Nifti1Image, labels: np.ndarray, preproc: np.ndarray,
-                        mask: np.ndarray, xfm: Path, provenance: dict) -> None:
+                        mask: np.ndarray, xfm: Path, volumes: dict[str, float], qc: dict,
+                        report_html: str, provenance: dict,
+                        probabilities: np.ndarray | None = None) -> None:
     """Write one image's derivatives; the dseg sidecar goes last (the completion marker)."""
     paths.dseg_json.unlink(missing_ok=True)
     source = [bids_uri(unit, bids_dir)]
-    voxel_volume = float(np.prod(native.header.get_zooms()[:3]))
     write_nifti(paths.preproc, preproc, native, np.float32)
     write_json(paths.preproc_json, {"Sources": source, "SkullStripped": False,
                                     "Description": "N4 bias-field corrected T1w, native grid"})
@@ -157,5 +229,8 @@ def write_image_outputs(paths: OutputPaths, *, unit: WorkUnit, bids_dir: Path,
     write_json(paths.mask_json, {"Sources": source, "Type": "Brain", "RawSources": source})
     _atomic(paths.xfm, lambda tmp: shutil.copyfile(xfm, tmp))
     write_nifti(paths.dseg, labels, native, np.int16)
-    write_text(paths.volumes, volumes_tsv(labels, voxel_volume))
-    write_json(paths.dseg_json, {"Sources": source, "Manual": False, **provenance})
+    write_text(paths.volumes, volumes_tsv(volumes))
+    if probabilities is not None:
+        write_probseg(paths.probseg, paths.probseg_json, probabilities, native, source)
+    write_text(paths.report, report_html)
+    write_json(paths.dseg_json, {"Sources": source, "Manual": False, "QC": qc, **provenance})

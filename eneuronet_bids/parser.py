@@ -68,6 +68,9 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--random-seed", type=int, default=0, help="seed for every random choice")
     g.add_argument("--force", action="store_true",
                    help="recompute images whose outputs are already complete")
+    g.add_argument("--save-probabilities", action="store_true",
+                   help="also write each image's class probabilities on its own grid as a "
+                        "4D _probseg.nii.gz (uint8, scaled by 1/255; about 100 volumes)")
 
     g = p.add_argument_group("Options for the train level")
     g.add_argument("--labels", type=_abspath, metavar="DIR",

@@ -15,12 +15,14 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from . import __version__, outputs, templates
+from . import __version__, outputs, qc, report, templates
 from .discovery import WorkUnit
-from .infer import predict_probabilities, runtime_for, to_native_labels
+from .infer import (predict_probabilities, runtime_for, to_native_labels,
+                    to_native_probabilities)
 from .labels import label_table
 from .model_io import load_model, shipped_model
-from .preprocess import preprocess, seed_ants
+from .preprocess import Preprocessed, preprocess, seed_ants
+from .resample import resample
 
 log = logging.getLogger(__name__)
 
@@ -37,6 +39,7 @@ class ParticipantConfig:
     seed: int = 0
     omp_nthreads: int = 1
     nprocs: int = 1
+    save_probabilities: bool = False
 
 
 @dataclass
@@ -61,7 +64,7 @@ class _Worker:
     def process(self, unit: WorkUnit) -> ImageResult:
         cfg = self.config
         paths = outputs.output_paths(cfg.output_dir, unit)
-        if not cfg.force and outputs.is_complete(paths):
+        if not cfg.force and outputs.is_complete(paths, cfg.save_probabilities):
             return ImageResult(unit, "skipped", "outputs complete (use --force to recompute)")
         skull_stripped = cfg.skull_stripped or bool(unit.metadata.get("SkullStripped", False))
         work = cfg.work_dir / unit.label
@@ -74,13 +77,25 @@ class _Worker:
         timings["model_forward"] = time.perf_counter() - t0
 
         t0 = time.perf_counter()
-        classes = to_native_labels(probs, prep.grid_to_native_voxels(), prep.brain_mask)
+        to_native = prep.grid_to_native_voxels()
+        grid_brain = resample(prep.brain_mask.astype(np.float32), to_native,
+                              templates.GRID_SHAPE, mode="nearest").numpy() > 0.5
+        summary = qc.summarise_probabilities(probs, grid_brain)
+        timings["qc_summary"] = time.perf_counter() - t0
+
+        t0 = time.perf_counter()
+        classes = to_native_labels(probs, to_native, prep.brain_mask)
+        native_probs = (to_native_probabilities(probs, to_native, prep.brain_mask,
+                                                work / "probseg.npy")
+                        if cfg.save_probabilities else None)
         del probs
         labels = label_table().to_labels(classes)
         timings["resample_to_native"] = time.perf_counter() - t0
 
         t0 = time.perf_counter()
-        timings["total"] = time.perf_counter() - t_start
+        volumes = qc.volumes_by_name(labels, float(np.prod(prep.native.header.get_zooms()[:3])))
+        z_scores = qc.volume_z_scores(volumes)
+        verdict = qc.assess(summary, z_scores, prep.warnings)
         provenance = {
             "SkullStrippedInput": skull_stripped,
             "Software": {"Name": "eneuronet", "Version": __version__},
@@ -89,20 +104,51 @@ class _Worker:
             "Device": str(self.device),
             "Threads": self.config.omp_nthreads,
             "Template": outputs.TEMPLATE,
-            "StageTimings": {k: round(v, 3) for k, v in timings.items()},
             "Warnings": prep.warnings,
         }
+        html = report.render_image_report(report.ImageReport(
+            title=paths.report.name.removesuffix("_report.html"), source=str(unit.path),
+            qc=verdict.to_dict(), volumes=volumes, z_scores=z_scores,
+            provenance={**provenance, "StageTimings (s)": _rounded(timings)},
+            figures=_figures(prep, summary.labels, grid_brain)))
+        timings["report"] = time.perf_counter() - t0
+        timings["total"] = time.perf_counter() - t_start
+
+        t0 = time.perf_counter()
         outputs.write_image_outputs(
             paths, unit=unit, bids_dir=cfg.bids_dir, native=prep.native, labels=labels,
             preproc=prep.bias_corrected, mask=prep.brain_mask.astype(np.uint8),
-            xfm=prep.ants_transform, provenance=provenance,
+            xfm=prep.ants_transform, volumes=volumes, qc=verdict.to_dict(), report_html=html,
+            provenance={**provenance, "StageTimings": _rounded(timings)},
+            probabilities=native_probs,
         )
+        del native_probs
+        (work / "probseg.npy").unlink(missing_ok=True)
         timings["write"] = time.perf_counter() - t0
         for w in prep.warnings:
             log.warning("%s: %s", unit.path.name, w)
         stages = ", ".join(f"{k} {v:.1f}s" for k, v in timings.items())
-        log.info("%s: done (%s)", unit.path.name, stages)
+        log.info("%s: done, QC %s (%s)", unit.path.name, verdict.verdict, stages)
         return ImageResult(unit, "done", timings=timings)
+
+
+def _rounded(timings: dict[str, float]) -> dict[str, float]:
+    return {k: round(v, 3) for k, v in timings.items()}
+
+
+def _figures(prep: Preprocessed, grid_labels: np.ndarray, grid_brain: np.ndarray) -> dict:
+    """The report's mosaics, on the model grid: the N4-corrected head (not the network's
+    masked input, so that the brain-mask outline can be judged)."""
+    head = resample(prep.bias_corrected.astype(np.float32), prep.grid_to_native_voxels(),
+                    templates.GRID_SHAPE).numpy()
+    return {
+        "Parcellation": report.mosaic(head, grid_brain, labels=grid_labels),
+        "Brain mask (red outline)": report.mosaic(
+            head, grid_brain, outlines=((grid_brain, report.MASK_COLOUR),)),
+        f"Alignment check: {templates.TEMPLATE} brain outline (blue) over the aligned image":
+            report.mosaic(head, grid_brain,
+                          outlines=((templates.template_mask_on_grid(), report.TEMPLATE_COLOUR),)),
+    }
 
 
 _WORKER: _Worker | None = None

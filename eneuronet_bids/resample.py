@@ -49,15 +49,14 @@ def resample(volume: np.ndarray | torch.Tensor, out_to_in: np.ndarray,
     return out[0] if squeeze else out
 
 
-def resample_argmax(probabilities: torch.Tensor, out_to_in: np.ndarray,
-                    out_shape: tuple[int, int, int], *, slab: int = 16) -> np.ndarray:
-    """Trilinearly resample class probabilities (C, X, Y, Z) and take the argmax.
+def _resampled_slabs(probabilities: torch.Tensor, out_to_in: np.ndarray,
+                     out_shape: tuple[int, int, int], slab: int):
+    """Yield ``(start, stop, part)``: the trilinearly resampled (C, stop - start, Y, Z) block of
+    every slab of the output along its first axis that maps into the input.
 
-    Works slab by slab along the first output axis, each slab reading only the block of the
-    input it maps into, so neither (C, *out_shape) nor a float32 copy of the input exists.
-    Voxels that map outside the input get class 0.
+    Each slab reads only the block of the input it maps into, so neither (C, *out_shape) nor a
+    float32 copy of the input exists. Outside the input every probability is zero.
     """
-    labels = np.zeros(out_shape, dtype=np.int64)
     in_shape = np.array(probabilities.shape[1:])
     for start in range(0, out_shape[0], slab):
         stop = min(start + slab, out_shape[0])
@@ -75,7 +74,26 @@ def resample_argmax(probabilities: torch.Tensor, out_to_in: np.ndarray,
         shift_out, shift_in = np.eye(4), np.eye(4)
         shift_out[0, 3] = start
         shift_in[:3, 3] = -lo
-        part = resample(block, shift_in @ out_to_in @ shift_out, (stop - start, *out_shape[1:]))
-        # Outside the model grid every probability is zero: argmax gives background there.
+        yield start, stop, resample(block, shift_in @ out_to_in @ shift_out,
+                                    (stop - start, *out_shape[1:]))
+
+
+def resample_argmax(probabilities: torch.Tensor, out_to_in: np.ndarray,
+                    out_shape: tuple[int, int, int], *, slab: int = 16) -> np.ndarray:
+    """Trilinearly resample class probabilities (C, X, Y, Z) and take the argmax; voxels that
+    map outside the input get class 0."""
+    labels = np.zeros(out_shape, dtype=np.int64)
+    for start, stop, part in _resampled_slabs(probabilities, out_to_in, out_shape, slab):
         labels[start:stop] = part.argmax(0).numpy()
     return labels
+
+
+def resample_probabilities(probabilities: torch.Tensor, out_to_in: np.ndarray,
+                           out: np.ndarray, *, slab: int = 16) -> None:
+    """Trilinearly resample class probabilities (C, X, Y, Z) into ``out`` (X', Y', Z', C),
+    quantised to uint8 (probability x 255); voxels outside the input are all background."""
+    out[..., 0] = 255
+    for start, stop, part in _resampled_slabs(probabilities, out_to_in, out.shape[:3], slab):
+        part[0] += 1 - part.sum(0)  # outside the input: background
+        q = (part.clamp(0, 1) * 255).round().to(torch.uint8)
+        out[start:stop] = q.permute(1, 2, 3, 0).numpy()

@@ -9,6 +9,8 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 
+from .resample import resample
+
 #: Rigid target of the pipeline and the space of the model grid.
 TEMPLATE = "MNI152NLin2009cAsym"
 #: Full-head template (and its brain mask) that guides brain extraction.
@@ -92,3 +94,12 @@ def model_grid() -> np.ndarray:
     affine = np.diag([1.0, 1.0, 1.0, 1.0])
     affine[:3, 3] = centre - (np.array(GRID_SHAPE) - 1) / 2.0
     return affine
+
+
+@cache
+def template_mask_on_grid() -> np.ndarray:
+    """The template's brain mask on the model grid (bool), for the alignment check."""
+    mask = nib.load(brain_template_mask())
+    data = np.asarray(mask.dataobj, dtype=np.float32)
+    out_to_in = np.linalg.inv(mask.affine) @ model_grid()
+    return resample(data, out_to_in, GRID_SHAPE, mode="nearest").numpy() > 0.5

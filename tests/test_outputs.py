@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from eneuronet_bids import outputs
+from eneuronet_bids.qc import volumes_by_name
 from eneuronet_bids.discovery import WorkUnit
 
 
@@ -32,7 +33,7 @@ def test_volumes_table_counts_voxels():
     labels = np.zeros((4, 4, 4), dtype=np.int16)
     labels[0] = 17
     labels[1, :2] = 2035
-    text = outputs.volumes_tsv(labels, voxel_volume=2.0)
+    text = outputs.volumes_tsv(volumes_by_name(labels, voxel_volume=2.0))
     rows = {r.split("\t")[0]: r.split("\t") for r in text.strip().splitlines()[1:]}
     assert float(rows["17"][2]) == 32.0
     assert float(rows["2035"][2]) == 16.0

@@ -13,6 +13,7 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 import pytest
+from PIL import Image
 
 from eneuronet_bids import outputs
 from eneuronet_bids.cli import EXIT_FAILED, EXIT_MODEL, EXIT_OK, EXIT_USAGE, main
@@ -66,7 +67,7 @@ def run(shared, tmp_path_factory):
     before = _snapshot(ds)
     env = {**os.environ, "HOME": "/nonexistent", "PYTHONPATH": str(REPO)}
     cmd = [sys.executable, str(REPO / "run.py"), str(ds), str(out), "participant",
-           "--skip-bids-validation", "-w", str(work), "--nprocs", "2"]
+           "--skip-bids-validation", "-w", str(work), "--nprocs", "2", "--save-probabilities"]
 
     killed = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     time.sleep(12)
@@ -74,7 +75,7 @@ def run(shared, tmp_path_factory):
     killed.wait()
     unit = WorkUnit(ds / "sub-otsu/anat/sub-otsu_T1w.nii.gz", {"subject": "otsu"})
     paths = outputs.output_paths(out, unit)
-    complete_after_kill = outputs.is_complete(paths)
+    complete_after_kill = outputs.is_complete(paths, probabilities=True)
 
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True)
     return {"ds": ds, "out": out, "src": src, "paths": paths, "proc": proc, "cmd": cmd,
@@ -91,7 +92,7 @@ def test_one_failure_does_not_stop_the_others(run):
     assert "sub-broken_T1w.nii.gz: failed: " in proc.stderr
     assert "cannot read NIfTI" in proc.stderr
     assert "summary: 1 done, 0 skipped (already complete), 1 failed" in proc.stderr
-    assert outputs.is_complete(run["paths"])
+    assert outputs.is_complete(run["paths"], probabilities=True)
 
 
 def test_outputs_on_the_native_grid(run):
@@ -135,6 +136,81 @@ def test_volumes_and_sidecars(run):
     assert side["SkullStrippedInput"] is False
     desc = json.loads((run["out"] / "dataset_description.json").read_text())
     assert desc["DatasetType"] == "derivative"
+
+
+def test_probabilities_on_the_native_grid(run):
+    paths = run["paths"]
+    img = nib.load(paths.probseg)
+    dseg = np.asarray(nib.load(paths.dseg).dataobj)
+    assert img.shape == (*dseg.shape, len(label_table()))
+    assert np.allclose(img.affine, nib.load(run["src"]).affine, atol=1e-4)
+    centre = tuple(slice(n // 2 - 8, n // 2 + 8) for n in dseg.shape)
+    block = np.asarray(img.dataobj[centre])  # scaled back to [0, 1]
+    assert np.allclose(block.sum(-1), 1.0, atol=0.15)
+    agree = (label_table().indices[block.argmax(-1)] == dseg[centre]).mean()
+    assert agree > 0.95  # ties after 8-bit quantisation may flip a few voxels
+    label_map = json.loads(paths.probseg_json.read_text())["LabelMap"]
+    assert label_map["1"] == {"index": 2, "name": "Left-Cerebral-White-Matter"}
+
+
+def test_report_and_qc(run):
+    paths = run["paths"]
+    html = paths.report.read_text()
+    assert paths.report.parent == run["out"]
+    assert html.count("data:image/png;base64,") == 3
+    for text in ("QC verdict", "Alignment check", "Left-Hippocampus", "StageTimings"):
+        assert text in html
+    side = json.loads(paths.dseg_json.read_text())
+    assert side["QC"]["verdict"] in ("pass", "warn", "fail")
+    assert 0 < side["QC"]["mean_confidence"] <= 1
+    assert f'>{side["QC"]["verdict"].upper()}<' in html
+
+
+def test_group_level_on_participant_outputs(run):
+    proc = subprocess.run(run["cmd"][:4] + ["group"], env=run["env"], capture_output=True,
+                          text=True)
+    assert proc.returncode == EXIT_OK, proc.stderr
+    out = run["out"]
+    volumes = [r.split("\t") for r in (out / "group_volumes.tsv").read_text().splitlines()]
+    assert len(volumes) == 2 and volumes[1][0] == "otsu"
+    own = {r.split("\t")[1]: float(r.split("\t")[2])
+           for r in run["paths"].volumes.read_text().splitlines()[1:]}
+    assert float(volumes[1][volumes[0].index("Left-Hippocampus")]) == pytest.approx(
+        own["Left-Hippocampus"])
+    qc_rows = [r.split("\t") for r in (out / "group_qc.tsv").read_text().splitlines()]
+    assert qc_rows[1][qc_rows[0].index("report")] == run["paths"].report.name
+    assert run["paths"].report.name in (out / "group.html").read_text()
+
+
+def test_reports_in_headless_chromium(run, tmp_path):
+    """Both reports open from file:// in Debian's Chromium: no console errors, every image
+    decoded, a screenshot that is not blank."""
+    from playwright.sync_api import sync_playwright
+
+    group = run["out"] / "group.html"
+    if not group.exists():  # when this test runs alone
+        subprocess.run(run["cmd"][:4] + ["group"], env=run["env"], check=True)
+    chromium = Path(os.environ.get("ENEURONET_CHROMIUM", "/usr/bin/chromium"))
+    assert chromium.is_file(), f"{chromium} missing: apt-get install chromium (see .ci/run)"
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=str(chromium), args=[
+            "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+            "--disable-component-update", "--disable-sync", "--no-first-run"])
+        page = browser.new_page(viewport={"width": 1280, "height": 900})
+        errors = []
+        page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+        page.on("pageerror", lambda e: errors.append(str(e)))
+        for html in (run["paths"].report, group):
+            page.goto(html.as_uri())
+            page.wait_for_load_state("load")
+            widths = page.eval_on_selector_all("img", "els => els.map(e => e.naturalWidth)")
+            assert widths and all(w > 0 for w in widths), (html.name, widths)
+            shot = tmp_path / f"{html.stem}.png"
+            page.screenshot(path=str(shot), full_page=True)
+            pixels = np.asarray(Image.open(shot).convert("L"))
+            assert pixels.std() > 10, f"{html.name} renders blank"
+        browser.close()
+    assert errors == []
 
 
 def test_pybids_indexes_every_output(run):
@@ -249,9 +325,10 @@ def test_unwritable_output_exits_2(tmp_path, shared):
     assert code == EXIT_USAGE
 
 
-def test_group_level_not_available_yet(tmp_path, shared):
+def test_group_level_without_participant_outputs_exits_2(tmp_path, shared, caplog):
     code = main([str(shared / "sample-bids"), str(tmp_path / "out"), "group"])
-    assert code == 4
+    assert code == EXIT_USAGE
+    assert any("run the participant level first" in r.getMessage() for r in caplog.records)
 
 
 @pytest.mark.parametrize("home", ["empty", None])
