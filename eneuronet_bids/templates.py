@@ -61,26 +61,62 @@ def template_file(template: str, *, resolution: int, desc: str | None, suffix: s
     return Path(found)
 
 
+#: Every template file the app reads: (template, resolution, desc, suffix).
+BRAIN_T1W = (TEMPLATE, 1, "brain", "T1w")
+BRAIN_MASK = (TEMPLATE, 1, "brain", "mask")
+HEAD_T1W = (HEAD_TEMPLATE, 2, None, "T1w")
+HEAD_BRAIN_MASK = (HEAD_TEMPLATE, 1, "brain", "mask")
+REQUIRED = (BRAIN_T1W, BRAIN_MASK, HEAD_T1W, HEAD_BRAIN_MASK)
+
+
+def _file(spec: tuple) -> Path:
+    template, resolution, desc, suffix = spec
+    return template_file(template, resolution=resolution, desc=desc, suffix=suffix)
+
+
 def brain_template() -> Path:
-    return template_file(TEMPLATE, resolution=1, desc="brain", suffix="T1w")
+    return _file(BRAIN_T1W)
 
 
 def brain_template_mask() -> Path:
-    return template_file(TEMPLATE, resolution=1, desc="brain", suffix="mask")
+    return _file(BRAIN_MASK)
 
 
 def head_template() -> Path:
-    return template_file(HEAD_TEMPLATE, resolution=2, desc=None, suffix="T1w")
+    return _file(HEAD_T1W)
 
 
 def head_template_mask() -> Path:
-    return template_file(HEAD_TEMPLATE, resolution=1, desc="brain", suffix="mask")
+    return _file(HEAD_BRAIN_MASK)
 
 
 def check_available() -> None:
     """Raise TemplateError now, before any image is processed, if a template is missing."""
-    for get in (brain_template, brain_template_mask, head_template, head_template_mask):
-        get()
+    for spec in REQUIRED:
+        _file(spec)
+
+
+def fetch(seed: Path | None = None) -> list[Path]:
+    """Put every required template into TEMPLATEFLOW_HOME with TemplateFlow's API; for
+    building a container image, never at run time. Files already in ``seed`` (another
+    TemplateFlow home) are copied instead of downloaded."""
+    import shutil
+
+    home = _template_home()
+    os.environ["TEMPLATEFLOW_HOME"] = str(home)
+    if seed is not None:
+        for folder in sorted(seed.glob("tpl-*")):
+            shutil.copytree(folder, home / folder.name, dirs_exist_ok=True)
+    from templateflow import api
+
+    fetched = []
+    for template, resolution, desc, suffix in REQUIRED:
+        found = api.get(template, resolution=resolution, desc=desc, suffix=suffix,
+                        extension=".nii.gz")
+        fetched.append(Path(found))
+    template_file.cache_clear()
+    check_available()
+    return fetched
 
 
 @cache
@@ -103,3 +139,11 @@ def template_mask_on_grid() -> np.ndarray:
     data = np.asarray(mask.dataobj, dtype=np.float32)
     out_to_in = np.linalg.inv(mask.affine) @ model_grid()
     return resample(data, out_to_in, GRID_SHAPE, mode="nearest").numpy() > 0.5
+
+
+if __name__ == "__main__":
+    # Container build: python -m eneuronet_bids.templates [SEED_HOME]
+    import sys
+
+    for path in fetch(Path(sys.argv[1]) if len(sys.argv) > 1 else None):
+        print(path)
