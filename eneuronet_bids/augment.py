@@ -1,7 +1,9 @@
-"""Intensity augmentations, each a small transform of a normalised image patch.
+"""Augmentations, each a small documented transform of a normalised image patch.
 
-Every transform is called as ``transform(image, rng)``, applies itself with probability ``p``
-and returns a float32 array; labels never change.
+Intensity transforms are called as ``transform(image, rng)``, apply themselves with
+probability ``p`` and return a float32 array; labels never change. The spatial
+``RandomElastic`` moves image and labels together. Registration-based augmentation (warping a
+labelled brain onto an unlabelled one) is in ``warp_augment``.
 """
 
 from __future__ import annotations
@@ -9,6 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+from scipy import ndimage
 
 
 @dataclass
@@ -76,3 +79,32 @@ class Compose:
         for t in self.transforms:
             x = t(x, rng)
         return x.astype(np.float32, copy=False)
+
+
+@dataclass
+class RandomElastic:
+    """Random elastic deformation of an image patch and its labels together (the seed's:
+    displacements drawn on a coarse grid of ``points`` control points per axis with SD
+    ``sigma`` voxels, interpolated with cubic splines to every voxel).
+
+    Called as ``transform(image, classes, rng)``; the image is resampled linearly, the labels
+    by nearest neighbour, so they stay labels of the table. Content moved in from outside the
+    patch is background.
+    """
+
+    p: float = 0.5
+    points: int = 2
+    sigma: float = 15.0
+
+    def __call__(self, image: np.ndarray, classes: np.ndarray, rng: np.random.Generator
+                 ) -> tuple[np.ndarray, np.ndarray]:
+        if rng.random() >= self.p:
+            return image, classes
+        coarse = rng.normal(0.0, self.sigma, (3,) + (self.points,) * 3)
+        zoom = [s / self.points for s in image.shape]
+        coords = np.stack([ndimage.zoom(c, zoom, order=3, mode="nearest", grid_mode=True)
+                           for c in coarse])
+        coords += np.indices(image.shape, dtype=np.float64)
+        warped = ndimage.map_coordinates(image, coords, order=1, mode="constant", cval=0.0)
+        labels = ndimage.map_coordinates(classes, coords, order=0, mode="constant", cval=0)
+        return warped.astype(np.float32), labels.astype(classes.dtype)

@@ -142,14 +142,16 @@ def _train(args, work_dir: Path) -> int:
         batch_size=args.batch_size, lr=args.lr, validate_every=args.validate_every,
         checkpoint_every=args.checkpoint_every, seed=args.random_seed, nprocs=args.omp_nthreads,
         device=args.device, resume=args.resume, skull_stripped=args.skull_stripped,
-        init_weights=args.init_weights,
+        init_weights=args.init_weights, augment=args.augment, unlabelled_dir=args.unlabelled,
+        pairs_per_subject=args.pairs_per_subject, registration_p=args.registration_p,
+        stop_after=args.stop_after,
     )
     try:
         path = run(config)
     except ValueError as exc:
         log.error("%s", exc)
         return EXIT_USAGE
-    log.info("model written to %s", path)
+    log.info("written: %s", path)
     return EXIT_OK
 
 

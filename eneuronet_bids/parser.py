@@ -86,8 +86,21 @@ def build_parser() -> argparse.ArgumentParser:
                    metavar="LABEL", help="participants kept out of training for validation")
     g.add_argument("--validate-every", type=int, default=500)
     g.add_argument("--checkpoint-every", type=int, default=50)
+    g.add_argument("--stop-after", type=int, default=None, metavar="N",
+                   help="stop after N steps of this run with a checkpoint (job time limits); "
+                        "continue with --resume")
     g.add_argument("--resume", action="store_true",
                    help="continue from output_dir/checkpoint.pt")
+    g.add_argument("--augment", choices=["none", "elastic", "registration"], default="elastic",
+                   help="spatial augmentation: registration = labelled brains warped onto "
+                        "unlabelled ones with ANTs SyN, plus elastic (intensity augmentation "
+                        "is always on)")
+    g.add_argument("--unlabelled", type=_abspath, metavar="DIR",
+                   help="unlabelled BIDS dataset for --augment registration (e.g. IXI)")
+    g.add_argument("--pairs-per-subject", type=int, default=1,
+                   help="unlabelled subjects each labelled subject is registered to")
+    g.add_argument("--registration-p", type=float, default=1 / 3,
+                   help="probability that a training patch comes from a warped example")
     g.add_argument("--init-weights", type=_abspath, metavar="FILE",
                    help="warm start from a model file or checkpoint (ignored with --resume)")
 
@@ -129,6 +142,13 @@ def validate_paths(args: argparse.Namespace) -> None:
             raise UsageError(f"--init-weights {args.init_weights} does not exist")
         if args.steps < 1 or args.batch_size < 1:
             raise UsageError("--steps and --batch-size must be at least 1")
+        if args.augment == "registration" and (args.unlabelled is None
+                                               or not args.unlabelled.is_dir()):
+            raise UsageError("--augment registration needs --unlabelled DIR, an existing "
+                             "BIDS dataset")
+        if args.pairs_per_subject < 1 or not 0 <= args.registration_p <= 1:
+            raise UsageError("--pairs-per-subject must be at least 1 and --registration-p "
+                             "within [0, 1]")
     _check_writable(args.output_dir, "output_dir")
     if args.work_dir is not None:
         _check_writable(args.work_dir, "--work-dir")

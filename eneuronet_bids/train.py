@@ -21,7 +21,8 @@ import torch
 from tqdm import tqdm
 
 from . import __version__, templates
-from .augment import Compose, RandomBiasField, RandomContrast, RandomGamma, RandomNoise
+from .augment import (Compose, RandomBiasField, RandomContrast, RandomElastic, RandomGamma,
+                      RandomNoise)
 from .discovery import WorkUnit, discover
 from .infer import predict_probabilities, runtime_for
 from .labels import label_table, training_labels
@@ -30,6 +31,7 @@ from .model import ENeuroNet, ModelConfig, model_input
 from .model_io import export_model
 from .preprocess import preprocess, seed_ants
 from .resample import resample
+from .warp_augment import RegistrationSettings, WarpJob, content_key, plan_pairs, warp_all
 
 log = logging.getLogger(__name__)
 
@@ -61,6 +63,24 @@ class TrainConfig:
     init_weights: Path | None = None
     #: Treat every T1w as skull-stripped; otherwise the sidecar's "SkullStripped" decides.
     skull_stripped: bool = False
+    #: "none", "elastic", or "registration" (registration-based plus elastic; needs
+    #: ``unlabelled_dir``). Intensity augmentation is always on.
+    augment: str = "elastic"
+    #: An unlabelled BIDS dataset whose brains lend their shapes (e.g. IXI).
+    unlabelled_dir: Path | None = None
+    #: Unlabelled subjects each labelled subject is registered to.
+    pairs_per_subject: int = 1
+    #: Probability that a training patch comes from a warped (registered) example.
+    registration_p: float = 1 / 3
+    #: Stop after this many steps of this invocation, with a checkpoint, for job time limits;
+    #: ``resume`` continues exactly where it stopped.
+    stop_after: int | None = None
+
+    def __post_init__(self):
+        if self.augment not in ("none", "elastic", "registration"):
+            raise ValueError(f"unknown augmentation {self.augment!r}")
+        if self.augment == "registration" and self.unlabelled_dir is None:
+            raise ValueError("--augment registration needs --unlabelled DIR")
 
     def to_json(self) -> dict:
         return {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(self).items()}
@@ -102,30 +122,77 @@ def _digest(*paths: Path) -> str:
     return h.hexdigest()[:16]
 
 
+def _cached(cache: Path, make) -> dict[str, np.ndarray]:
+    """Arrays from ``cache`` (npz), or ``make()``'s, saved there atomically first."""
+    if cache.exists():
+        with np.load(cache) as z:
+            return dict(z)
+    arrays = make()
+    cache.parent.mkdir(parents=True, exist_ok=True)
+    tmp = cache.with_suffix(".tmp.npz")
+    np.savez_compressed(tmp, **arrays)
+    os.replace(tmp, cache)
+    return arrays
+
+
+def _preprocess(t1w: WorkUnit, config: TrainConfig, name: str):
+    skull_stripped = config.skull_stripped or bool(t1w.metadata.get("SkullStripped", False))
+    return preprocess(t1w.path, skull_stripped=skull_stripped,
+                      workdir=config.work_dir / "train_prep" / name)
+
+
 def prepare_example(participant: str, t1w: WorkUnit, labels: Path,
                     config: TrainConfig) -> Example:
     """Preprocess one labelled image onto the model grid, cached in the work directory."""
+
+    def make() -> dict[str, np.ndarray]:
+        prep = _preprocess(t1w, config, f"sub-{participant}")
+        lab = np.asarray(nib.load(str(labels)).dataobj).astype(np.int32)
+        if lab.shape != prep.native.shape:
+            raise ValueError(f"{labels.name}: shape {lab.shape} differs from its T1w "
+                             f"{prep.native.shape}")
+        lab = training_labels(lab, prep.brain_mask)
+        classes = label_table().to_classes(lab).astype(np.uint8)
+        on_grid = resample(classes.astype(np.float32), prep.grid_to_native_voxels(),
+                           templates.GRID_SHAPE, mode="nearest")
+        return {"image": prep.image.astype(np.float16),
+                "classes": on_grid.numpy().astype(np.uint8)}
+
     cache = config.work_dir / "train_cache" / f"sub-{participant}_{_digest(t1w.path, labels)}.npz"
-    if cache.exists():
-        with np.load(cache) as z:
-            return Example(participant, z["image"].astype(np.float32), z["classes"])
-    skull_stripped = config.skull_stripped or bool(t1w.metadata.get("SkullStripped", False))
-    prep = preprocess(t1w.path, skull_stripped=skull_stripped,
-                      workdir=config.work_dir / "train_prep" / f"sub-{participant}")
-    lab_img = nib.load(str(labels))
-    lab = np.asarray(lab_img.dataobj).astype(np.int32)
-    if lab.shape != prep.native.shape:
-        raise ValueError(f"{labels.name}: shape {lab.shape} differs from its T1w {prep.native.shape}")
-    lab = training_labels(lab, prep.brain_mask)
-    classes = label_table().to_classes(lab).astype(np.uint8)
-    on_grid = resample(classes.astype(np.float32), prep.grid_to_native_voxels(),
-                       templates.GRID_SHAPE, mode="nearest")
-    example = Example(participant, prep.image, on_grid.numpy().astype(np.uint8))
-    cache.parent.mkdir(parents=True, exist_ok=True)
-    tmp = cache.with_suffix(".tmp.npz")
-    np.savez_compressed(tmp, image=example.image.astype(np.float16), classes=example.classes)
-    os.replace(tmp, cache)
-    return example
+    z = _cached(cache, make)
+    return Example(participant, z["image"].astype(np.float32), z["classes"])
+
+
+def prepare_unlabelled(t1w: WorkUnit, config: TrainConfig) -> np.ndarray:
+    """An unlabelled image on the model grid (brain-extracted, normalised), cached."""
+    sub = t1w.entities["subject"]
+    cache = config.work_dir / "unlabelled_cache" / f"sub-{sub}_{_digest(t1w.path)}.npz"
+    z = _cached(cache, lambda: {"image": _preprocess(t1w, config, f"unlabelled-{sub}")
+                                .image.astype(np.float16)})
+    return z["image"].astype(np.float32)
+
+
+def warped_examples(examples: list[Example], config: TrainConfig,
+                    rng: np.random.Generator) -> list[Example]:
+    """Each labelled example registered to ``pairs_per_subject`` random unlabelled subjects."""
+    units = {u.entities["subject"]: u for u in discover(config.unlabelled_dir, validate=False)}
+    pairs = plan_pairs([e.participant for e in examples], sorted(units),
+                       config.pairs_per_subject, rng)
+    needed = sorted({f for _, f in pairs})
+    fixed = {f: prepare_unlabelled(units[f], config)
+             for f in tqdm(needed, desc="preprocess unlabelled")}
+    by_id = {e.participant: e for e in examples}
+    settings = RegistrationSettings()
+    jobs = []
+    for m, f in pairs:
+        ex = by_id[m]
+        key = content_key(ex.image, ex.classes, fixed[f], settings=settings)
+        jobs.append(WarpJob(m, f, ex.image, ex.classes, fixed[f],
+                            config.work_dir / "registration_cache" / f"{m}_to_{f}_{key}.npz",
+                            settings, config.seed))
+    warped = warp_all(jobs, config.nprocs)
+    return [Example(f"{j.moving_id}->{j.fixed_id}", image, classes)
+            for j, (image, classes) in zip(jobs, warped)]
 
 
 def segmentation_loss(logits: torch.Tensor, target: torch.Tensor, ce_weight: float,
@@ -153,18 +220,22 @@ def segmentation_loss(logits: torch.Tensor, target: torch.Tensor, ce_weight: flo
 
 
 class PatchSampler:
-    """Random patches, centred on a labelled voxel nine times in ten."""
+    """Random patches, centred on a labelled voxel nine times in ten; with probability
+    ``warped_p`` from a warped (registration-augmented) example instead of an original."""
 
-    def __init__(self, examples: list[Example], size: int, rng: np.random.Generator):
-        self.examples, self.size, self.rng = examples, size, rng
-        self.foreground = [np.argwhere(e.classes > 0) for e in examples]
+    def __init__(self, examples: list[Example], size: int, rng: np.random.Generator,
+                 warped: list[Example] | None = None, warped_p: float = 0.0):
+        self.pools = [examples, warped or []]
+        self.size, self.rng, self.warped_p = size, rng, warped_p if warped else 0.0
+        self.foreground = [[np.argwhere(e.classes > 0) for e in pool] for pool in self.pools]
 
     def sample(self) -> tuple[np.ndarray, np.ndarray, tuple[int, int, int]]:
-        i = int(self.rng.integers(len(self.examples)))
-        ex = self.examples[i]
+        pool = int(self.rng.random() < self.warped_p)
+        i = int(self.rng.integers(len(self.pools[pool])))
+        ex = self.pools[pool][i]
         shape = np.array(ex.classes.shape)
         if self.rng.random() < 0.9:
-            fg = self.foreground[i]
+            fg = self.foreground[pool][i]
             centre = fg[int(self.rng.integers(len(fg)))]
         else:
             centre = self.rng.integers(0, shape)
@@ -197,7 +268,8 @@ def validate(model: ENeuroNet, examples: list[Example], device: torch.device) ->
 
 
 def run(config: TrainConfig) -> Path:
-    """Train (or resume) and export the model; returns the exported model's path."""
+    """Train (or resume) and export the model; returns the exported model's path, or the
+    checkpoint's when ``stop_after`` ended this invocation early."""
     torch.manual_seed(config.seed)
     rng = np.random.default_rng(config.seed)
     seed_ants(config.seed, config.nprocs)
@@ -235,8 +307,10 @@ def run(config: TrainConfig) -> Path:
         _truncate_log(config.output_dir / "training_log.csv", step)
     elif config.init_weights is not None:
         _warm_start(model, config.init_weights)
-    sampler = PatchSampler(examples, config.patch_size, rng)
-    augment = Compose([RandomGamma(), RandomContrast(), RandomBiasField(), RandomNoise()])
+    warped = warped_examples(examples, config, rng) if config.augment == "registration" else []
+    sampler = PatchSampler(examples, config.patch_size, rng, warped, config.registration_p)
+    elastic = RandomElastic(p=0.5 if config.augment != "none" else 0.0)
+    intensity = Compose([RandomGamma(), RandomContrast(), RandomBiasField(), RandomNoise()])
     log_csv = config.output_dir / "training_log.csv"
 
     def checkpoint() -> None:
@@ -248,14 +322,17 @@ def run(config: TrainConfig) -> Path:
 
     bar = tqdm(total=config.steps, initial=step, desc="train", dynamic_ncols=True)
     running = None
-    while step < config.steps:
+    stop = config.steps if config.stop_after is None else min(config.steps,
+                                                              step + config.stop_after)
+    while step < stop:
         model.train()
         for group in optimiser.param_groups:
             group["lr"] = _lr_at(step, config)
-        xs, ys, starts = zip(*(sampler.sample() for _ in range(config.batch_size)))
+        patches = [sampler.sample() for _ in range(config.batch_size)]
+        xs, ys = zip(*(elastic(x_, y_, rng) for x_, y_, _ in patches))
         x = torch.from_numpy(np.stack([
-            model_input(augment(x_, rng), model.config, templates.GRID_SHAPE, start)
-            for x_, start in zip(xs, starts)])).to(device)
+            model_input(intensity(x_, rng), model.config, templates.GRID_SHAPE, start)
+            for x_, (_, _, start) in zip(xs, patches)])).to(device)
         y = torch.from_numpy(np.stack(ys).astype(np.int64)).to(device)
         x = x.contiguous(memory_format=torch.channels_last_3d)
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_bf16):
@@ -281,9 +358,12 @@ def run(config: TrainConfig) -> Path:
                 _save_atomic({"model": model.state_dict(), "step": step, "scores": scores},
                              best_path)
         _append_csv(log_csv, record)
-        if step % config.checkpoint_every == 0 or step == config.steps:
+        if step % config.checkpoint_every == 0 or step == stop:
             checkpoint()
     bar.close()
+    if step < config.steps:
+        log.info("stopped at step %d of %d; continue with --resume", step, config.steps)
+        return ckpt_path
 
     final = torch.load(best_path, weights_only=False) if best_path.exists() else None
     state = final["model"] if final else model.state_dict()

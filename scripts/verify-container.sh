@@ -55,8 +55,9 @@ if [ -n "${PIP_FIND_LINKS:-}" ] && [ -d "$PIP_FIND_LINKS" ]; then
     build_args+=(--build-arg PIP_FIND_LINKS=/tmp/wheels -v "$PIP_FIND_LINKS:/tmp/wheels:ro"
                  --build-arg TORCH_INDEX_URL=https://pypi.org/simple)
 fi
-"${BUILDAH[@]}" bud --isolation chroot --pull=never --layers \
-    --ulimit nofile=65536:65536 --ulimit nproc=65536:65536 \
+# Docker's image format (OCI drops SHELL); limits no higher than this host's hard limits.
+"${BUILDAH[@]}" bud --isolation chroot --pull=never --layers --format docker \
+    --ulimit "nofile=$(ulimit -Hn):$(ulimit -Hn)" \
     "${build_args[@]}" -t "$IMAGE" . 2>&1 | tee "$STATE/build.log" | grep -E '^(STEP|COMMIT)' || true
 "${BUILDAH[@]}" inspect --type image "$IMAGE" >/dev/null
 

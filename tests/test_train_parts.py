@@ -61,3 +61,77 @@ def test_augmentations_keep_shape_dtype_and_background():
     assert y.shape == x.shape and y.dtype == np.float32
     assert (y[x == 0] == 0).all()
     assert not np.allclose(y, x)
+
+
+def test_elastic_moves_image_and_labels_together():
+    from eneuronet_bids.augment import RandomElastic
+
+    rng = np.random.default_rng(1)
+    classes = np.zeros((32, 32, 32), np.uint8)
+    classes[8:24, 8:24, 8:24] = 5
+    classes[12:20, 12:20, 12:20] = 9
+    image = classes.astype(np.float32) / 9
+    x, y = RandomElastic(p=1.0, sigma=4.0)(image, classes, rng)
+    assert x.shape == y.shape == classes.shape and y.dtype == np.uint8
+    assert set(np.unique(y)) <= {0, 5, 9}  # nearest neighbour: no new labels
+    assert not np.array_equal(y, classes)
+    # the image moved with the labels: where the warped label is 9, the image is ~1
+    assert x[y == 9].mean() > 0.95 and x[y == 0].mean() < 0.05
+    same = RandomElastic(p=0.0)(image, classes, rng)
+    assert same[0] is image and same[1] is classes
+
+
+def test_pairs_are_distinct_per_subject():
+    from eneuronet_bids.warp_augment import plan_pairs
+
+    pairs = plan_pairs(["01", "02", "03"], ["a", "b", "c", "d"], 2, np.random.default_rng(0))
+    assert len(pairs) == 6
+    for m in ("01", "02", "03"):
+        fixed = [f for mm, f in pairs if mm == m]
+        assert len(set(fixed)) == 2
+    assert plan_pairs(["01"], [], 2, np.random.default_rng(0)) == []
+
+
+def test_registration_cache_key_follows_content_and_settings():
+    from eneuronet_bids.warp_augment import RegistrationSettings, content_key
+
+    a = np.zeros((4, 4, 4), np.float32)
+    b = a.copy()
+    b[0, 0, 0] = 1
+    s = RegistrationSettings()
+    assert content_key(a, settings=s) == content_key(a.copy(), settings=s)
+    assert content_key(a, settings=s) != content_key(b, settings=s)
+    assert content_key(a, settings=s) != content_key(
+        a, settings=RegistrationSettings(syn_iterations=(10, 0, 0)))
+
+
+def test_sampler_draws_warped_examples_at_the_given_rate():
+    rng = np.random.default_rng(0)
+    orig = Example("01", np.zeros((20, 20, 20), np.float32), np.ones((20, 20, 20), np.uint8))
+    warped = Example("01->a", np.ones((20, 20, 20), np.float32), np.ones((20, 20, 20), np.uint8))
+    sampler = PatchSampler([orig], 8, rng, [warped], warped_p=0.3)
+    share = np.mean([sampler.sample()[0].mean() for _ in range(2000)])
+    assert 0.26 < share < 0.34
+    assert all(PatchSampler([orig], 8, rng, [], 0.9).sample()[0].max() == 0 for _ in range(20))
+
+
+def test_warp_pair_registers_a_shifted_blob_and_caches(tmp_path):
+    from eneuronet_bids.warp_augment import RegistrationSettings, WarpJob, warp_pair
+
+    grid = np.indices((40, 40, 40)).astype(np.float32)
+    def ball(centre, r):
+        return (((grid - np.array(centre)[:, None, None, None]) ** 2).sum(0) < r * r)
+    moving_classes = ball((17, 20, 20), 9).astype(np.uint8) * 3
+    fixed = ball((23, 20, 20), 11).astype(np.float32)
+    job = WarpJob("01", "a", moving_classes.astype(np.float32) / 3, moving_classes, fixed,
+                  tmp_path / "pair.npz", RegistrationSettings(syn_iterations=(20, 10, 0),
+                                                              affine_iterations=(50, 20, 0, 0)), 0)
+    image, classes = warp_pair(job)
+    assert set(np.unique(classes)) <= {0, 3}
+    target = fixed > 0.5
+    def dice(a, b):
+        return 2 * (a & b).sum() / (a.sum() + b.sum())
+    assert dice(classes == 3, target) > dice(moving_classes == 3, target) + 0.15
+    assert job.cache.exists()
+    again = warp_pair(job)  # read back from the cache
+    assert np.array_equal(again[1], classes)

@@ -1,0 +1,85 @@
+"""The train level for real, small: two Mindboggle subjects, 32³ patches, a few steps;
+registration-based augmentation with one IXI pair; resume equivalence."""
+
+import csv
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from eneuronet_bids.cli import EXIT_OK, EXIT_USAGE, main
+from eneuronet_bids.labels import label_table
+from eneuronet_bids.model_io import load_model
+
+pytestmark = pytest.mark.e2e
+
+
+def _link_dataset(src: Path, dst: Path, subjects: list[str]) -> Path:
+    dst.mkdir()
+    (dst / "dataset_description.json").write_text((src / "dataset_description.json").read_text())
+    for sub in subjects:
+        (dst / f"sub-{sub}").symlink_to(src / f"sub-{sub}")
+    return dst
+
+
+@pytest.fixture(scope="module")
+def data(shared, tmp_path_factory):
+    root = tmp_path_factory.mktemp("train")
+    mb = shared / "mindboggle-oasis"
+    return {
+        "labelled": _link_dataset(mb, root / "labelled", ["01", "02"]),
+        "labels": mb / "derivatives" / "mindboggle-manual",
+        "unlabelled": _link_dataset(shared / "ixi", root / "ixi", ["IXI012"]),
+        "work": root / "work",  # shared by the runs: preprocessing is cached by content
+        "root": root,
+    }
+
+
+def _train(data, out: Path, *extra: str) -> int:
+    return main([str(data["labelled"]), str(out), "train", "--labels", str(data["labels"]),
+                 "--patch-size", "32", "-w", str(data["work"]), "--nprocs", "2", *extra])
+
+
+def test_registration_augmented_run_exports_a_loadable_model(data):
+    out = data["root"] / "reg"
+    code = _train(data, out, "--steps", "3", "--augment", "registration", "--unlabelled",
+                  str(data["unlabelled"]), "--registration-p", "0.5",
+                  "--val-participants", "02", "--validate-every", "3")
+    assert code == EXIT_OK
+    warped = list((data["work"] / "registration_cache").glob("01_to_IXI012_*.npz"))
+    assert len(warped) == 1
+    with np.load(warped[0]) as z:
+        classes, image = z["classes"], z["image"]
+    # genericLabel keeps labels: integers of the table, and a plausible brain
+    assert classes.dtype == np.uint8 and classes.max() < len(label_table())
+    assert 0.9e6 < (classes > 0).sum() < 2.0e6  # mm³ on the 1 mm grid
+    assert np.isfinite(image).all()
+    model, info = load_model(out / "model" / "eneuronet.pt", torch.device("cpu"))
+    card = json.loads((out / "model" / "model_card.json").read_text())
+    assert card["training"]["config"]["augment"] == "registration"
+    assert card["validation"]["groups"]["white-matter"] >= 0
+    rows = list(csv.DictReader((out / "training_log.csv").open()))
+    assert [r["step"] for r in rows] == ["1", "2", "3"] and rows[-1]["val_all"] != ""
+
+
+def test_resume_continues_exactly(data):
+    common = ("--steps", "4", "--augment", "elastic", "--val-participants", "99",
+              "--checkpoint-every", "100", "--random-seed", "5")
+    straight, halves = data["root"] / "straight", data["root"] / "halves"
+    assert _train(data, straight, *common) == EXIT_OK
+    assert _train(data, halves, *common, "--stop-after", "2") == EXIT_OK
+    assert not (halves / "model").exists()
+    assert _train(data, halves, *common, "--resume") == EXIT_OK
+    a = torch.load(straight / "checkpoint.pt", weights_only=False)
+    b = torch.load(halves / "checkpoint.pt", weights_only=False)
+    assert a["step"] == b["step"] == 4
+    for name, value in a["model"].items():
+        assert torch.equal(value, b["model"][name]), name
+    log_a = (straight / "training_log.csv").read_text()
+    assert log_a == (halves / "training_log.csv").read_text()
+
+
+def test_registration_without_unlabelled_is_a_usage_error(data):
+    assert _train(data, data["root"] / "bad", "--augment", "registration") == EXIT_USAGE
