@@ -110,7 +110,7 @@ class _Worker:
             title=paths.report.name.removesuffix("_report.html"), source=str(unit.path),
             qc=verdict.to_dict(), volumes=volumes, z_scores=z_scores,
             provenance={**provenance, "StageTimings (s)": _rounded(timings)},
-            figures=_figures(prep, summary.labels, grid_brain)))
+            figures=_figures(prep, classes, grid_brain)))
         timings["report"] = time.perf_counter() - t0
         timings["total"] = time.perf_counter() - t_start
 
@@ -136,11 +136,15 @@ def _rounded(timings: dict[str, float]) -> dict[str, float]:
     return {k: round(v, 3) for k, v in timings.items()}
 
 
-def _figures(prep: Preprocessed, grid_labels: np.ndarray, grid_brain: np.ndarray) -> dict:
+def _figures(prep: Preprocessed, classes: np.ndarray, grid_brain: np.ndarray) -> dict:
     """The report's mosaics, on the model grid: the N4-corrected head (not the network's
-    masked input, so that the brain-mask outline can be judged)."""
-    head = resample(prep.bias_corrected.astype(np.float32), prep.grid_to_native_voxels(),
-                    templates.GRID_SHAPE).numpy()
+    masked input, so that the brain-mask outline can be judged) and the parcellation as
+    written on the native grid (``classes``), brought back by nearest neighbour."""
+    to_native = prep.grid_to_native_voxels()
+    head = resample(prep.bias_corrected.astype(np.float32), to_native, templates.GRID_SHAPE)
+    head = head.numpy()
+    grid_labels = resample(classes.astype(np.float32), to_native, templates.GRID_SHAPE,
+                           mode="nearest").numpy().astype(np.uint8)
     return {
         "Parcellation": report.mosaic(head, grid_brain, labels=grid_labels),
         "Brain mask (red outline)": report.mosaic(

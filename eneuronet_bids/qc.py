@@ -38,31 +38,31 @@ TOTAL = "Total-Brain"
 
 @dataclass(frozen=True)
 class GridSummary:
-    """What the report and QC need from the grid probabilities, computed in one pass."""
+    """The confidence signals of one image's probabilities on the model grid."""
 
-    labels: np.ndarray  # class index per grid voxel (uint8)
     mean_confidence: float
     mean_entropy: float
 
 
 def summarise_probabilities(probs: torch.Tensor, brain: np.ndarray, *,
                             slab: int = 16) -> GridSummary:
-    """Argmax, confidence and entropy of (C, X, Y, Z) probabilities, slab by slab so no
-    float32 copy of the whole stack exists; the means are over ``brain`` voxels."""
+    """Mean confidence and entropy of (C, X, Y, Z) probabilities over ``brain`` voxels, slab
+    by slab, on every other voxel along each axis: an eighth of the brain (a million voxels
+    for an adult head at 1 mm³) is as precise as a mean needs, and eight times cheaper."""
     n_classes = probs.shape[0]
-    labels = np.zeros(probs.shape[1:], dtype=np.uint8)
     conf_sum = ent_sum = 0.0
-    brain_t = torch.from_numpy(np.asarray(brain, dtype=bool))
+    n = 0
+    sample = np.zeros(brain.shape, dtype=bool)
+    sample[::2, ::2, ::2] = np.asarray(brain, dtype=bool)[::2, ::2, ::2]
     for start in range(0, probs.shape[1], slab):
-        p = probs[:, start:start + slab].float()
-        top, arg = p.max(0)
-        labels[start:start + slab] = arg.numpy().astype(np.uint8)
-        inside = brain_t[start:start + slab]
-        entropy = -(p * p.clamp_min(1e-8).log()).sum(0) / math.log(n_classes)
-        conf_sum += float(top[inside].sum())
-        ent_sum += float(entropy[inside].sum())
-    n = max(int(brain_t.sum()), 1)
-    return GridSummary(labels, conf_sum / n, ent_sum / n)
+        inside = sample[start:start + slab]
+        if not inside.any():
+            continue
+        p = probs[:, start:start + slab][:, torch.from_numpy(inside)].float()  # (C, voxels)
+        conf_sum += float(p.max(0).values.sum())
+        ent_sum += float((-(p * p.clamp_min(1e-8).log()).sum(0)).sum()) / math.log(n_classes)
+        n += p.shape[1]
+    return GridSummary(conf_sum / max(n, 1), ent_sum / max(n, 1))
 
 
 @cache

@@ -79,6 +79,7 @@ run_image() {
         mount --bind "$bids" "$root/bids" && mount -o remount,bind,ro "$root/bids"
         mount --bind "$out" "$root/out"
         mount -t proc proc "$root/proc"
+        mount --rbind /dev "$root/dev"  # with a writable /dev/shm, as Docker gives
         exec chroot --userspec=1000:1000 "$root" /usr/bin/env -i "$@"
     ' _ "$root" "$SHARED/sample-bids" "$OUT" "${image_env[@]}" eneuronet "$@"
 }
