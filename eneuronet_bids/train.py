@@ -21,6 +21,7 @@ import torch
 from tqdm import tqdm
 
 from . import __version__, templates
+from . import distributed
 from .augment import (Compose, RandomBiasField, RandomContrast, RandomElastic, RandomGamma,
                       RandomNoise)
 from .discovery import WorkUnit, discover
@@ -270,13 +271,26 @@ def validate(model: ENeuroNet, examples: list[Example], device: torch.device) ->
 def run(config: TrainConfig) -> Path:
     """Train (or resume) and export the model; returns the exported model's path, or the
     checkpoint's when ``stop_after`` ended this invocation early."""
-    torch.manual_seed(config.seed)
-    rng = np.random.default_rng(config.seed)
-    seed_ants(config.seed, config.nprocs)
     device, use_bf16 = runtime_for(config.device)
+    group = distributed.join(device.type)
+    if device.type == "cuda":
+        device = torch.device("cuda", group.local_rank)
+        torch.cuda.set_device(device)
+    # Each rank draws its own patches; DDP gives every rank rank 0's initial weights.
+    torch.manual_seed(config.seed + group.rank)
+    rng = np.random.default_rng(config.seed + group.rank)
+    seed_ants(config.seed, config.nprocs)
     torch.set_num_threads(config.nprocs)
     config.output_dir.mkdir(parents=True, exist_ok=True)
     config.work_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        return _train(config, group, device, use_bf16, rng)
+    finally:
+        group.close()
+
+
+def _train(config: TrainConfig, group: distributed.Group, device: torch.device, use_bf16: bool,
+           rng: np.random.Generator) -> Path:
 
     pairs = find_labelled(config)
     val_ids = {p.removeprefix("sub-") for p in config.val_participants}
@@ -285,8 +299,17 @@ def run(config: TrainConfig) -> Path:
     if not train_pairs:
         raise ValueError("every labelled participant is held out for validation")
     log.info("%d training and %d validation participants", len(train_pairs), len(val_pairs))
+    if not group.main:  # rank 0 fills the caches; the others then read them
+        group.barrier()
     examples = [prepare_example(*p, config) for p in tqdm(train_pairs, desc="preprocess train")]
     val_examples = [prepare_example(*p, config) for p in tqdm(val_pairs, desc="preprocess val")]
+    # The pairs depend on the seed alone, not on where the sampling RNG stands after a resume.
+    warped = (warped_examples(examples, config, np.random.default_rng([config.seed, 1]))
+              if config.augment == "registration" else [])
+    if group.main:
+        group.barrier()
+    if not group.main:
+        val_examples = []
 
     table = label_table()
     model = ENeuroNet(ModelConfig(n_classes=len(table), dropout=config.dropout)).to(device)
@@ -304,10 +327,11 @@ def run(config: TrainConfig) -> Path:
         torch.set_rng_state(state["torch_rng"])
         rng.bit_generator.state = state["numpy_rng"]
         log.info("resumed at step %d", step)
-        _truncate_log(config.output_dir / "training_log.csv", step)
+        if group.main:
+            _truncate_log(config.output_dir / "training_log.csv", step)
     elif config.init_weights is not None:
         _warm_start(model, config.init_weights)
-    warped = warped_examples(examples, config, rng) if config.augment == "registration" else []
+    net = distributed.wrap(model, group, device)
     sampler = PatchSampler(examples, config.patch_size, rng, warped, config.registration_p)
     elastic = RandomElastic(p=0.5 if config.augment != "none" else 0.0)
     intensity = Compose([RandomGamma(), RandomContrast(), RandomBiasField(), RandomNoise()])
@@ -320,14 +344,15 @@ def run(config: TrainConfig) -> Path:
                       "config": config.to_json(), "model_config": model.config.to_dict()},
                      ckpt_path)
 
-    bar = tqdm(total=config.steps, initial=step, desc="train", dynamic_ncols=True)
+    bar = tqdm(total=config.steps, initial=step, desc="train", dynamic_ncols=True,
+               disable=not group.main)
     running = None
     stop = config.steps if config.stop_after is None else min(config.steps,
                                                               step + config.stop_after)
     while step < stop:
         model.train()
-        for group in optimiser.param_groups:
-            group["lr"] = _lr_at(step, config)
+        for param_group in optimiser.param_groups:
+            param_group["lr"] = _lr_at(step, config)
         patches = [sampler.sample() for _ in range(config.batch_size)]
         xs, ys = zip(*(elastic(x_, y_, rng) for x_, y_, _ in patches))
         x = torch.from_numpy(np.stack([
@@ -336,7 +361,7 @@ def run(config: TrainConfig) -> Path:
         y = torch.from_numpy(np.stack(ys).astype(np.int64)).to(device)
         x = x.contiguous(memory_format=torch.channels_last_3d)
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_bf16):
-            logits = model(x)
+            logits = net(x)
         loss = segmentation_loss(logits, y, config.ce_weight)
         optimiser.zero_grad(set_to_none=True)
         loss.backward()
@@ -357,11 +382,13 @@ def run(config: TrainConfig) -> Path:
                 best = scores["groups"]["all"]
                 _save_atomic({"model": model.state_dict(), "step": step, "scores": scores},
                              best_path)
-        _append_csv(log_csv, record)
-        if step % config.checkpoint_every == 0 or step == stop:
-            checkpoint()
+        if group.main:
+            _append_csv(log_csv, record)
+            if step % config.checkpoint_every == 0 or step == stop:
+                checkpoint()
     bar.close()
-    if step < config.steps:
+    group.barrier()  # the last checkpoint is on disk before any rank returns
+    if step < config.steps or not group.main:
         log.info("stopped at step %d of %d; continue with --resume", step, config.steps)
         return ckpt_path
 

@@ -3,6 +3,9 @@ registration-based augmentation with one IXI pair; resume equivalence."""
 
 import csv
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -14,6 +17,7 @@ from eneuronet_bids.labels import label_table
 from eneuronet_bids.model_io import load_model
 
 pytestmark = pytest.mark.e2e
+REPO = Path(__file__).resolve().parents[1]
 
 
 def _link_dataset(src: Path, dst: Path, subjects: list[str]) -> Path:
@@ -83,3 +87,18 @@ def test_resume_continues_exactly(data):
 
 def test_registration_without_unlabelled_is_a_usage_error(data):
     assert _train(data, data["root"] / "bad", "--augment", "registration") == EXIT_USAGE
+
+
+def test_two_process_ddp_on_cpu_with_gloo(data):
+    """torchrun, two ranks, gloo: both step in lockstep, rank 0 alone logs and exports."""
+    out = data["root"] / "ddp"
+    cmd = [str(Path(sys.executable).parent / "torchrun"), "--standalone", "--nproc_per_node", "2",
+           str(REPO / "run.py"), str(data["labelled"]), str(out), "train",
+           "--labels", str(data["labels"]), "--patch-size", "32", "-w", str(data["work"]),
+           "--nprocs", "1", "--steps", "2", "--augment", "none", "--val-participants", "99"]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=900,
+                          env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    rows = list(csv.DictReader((out / "training_log.csv").open()))
+    assert [r["step"] for r in rows] == ["1", "2"]  # one log, not one per rank
+    load_model(out / "model" / "eneuronet.pt", torch.device("cpu"))
