@@ -7,8 +7,9 @@
 #    base image's name (docker.io/library/debian:<release>-slim), so the build uses --pull=never;
 # 2. buildah bud the Dockerfile (vfs storage, chroot isolation);
 # 3. in the built image, with no network (an empty network namespace), a read-only root file
-#    system (plus a tmpfs /tmp) and a non-root user: --version, then the participant and group
-#    levels on sample-bids, whose outputs are compared with docs/container_expected_outputs.txt.
+#    system (plus a tmpfs /tmp) and a non-root user: --version, then the participant level on
+#    sample-bids as uid 1000 and the group level as an arbitrary uid; the outputs are compared
+#    with docs/container_expected_outputs.txt.
 # Needs root (mount namespaces), debootstrap and buildah (Debian packages; installed if missing).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -67,21 +68,23 @@ trap '"${BUILDAH[@]}" umount "$ctr" >/dev/null; "${BUILDAH[@]}" rm "$ctr" >/dev/
 mapfile -t image_env < <("${BUILDAH[@]}" inspect --type image --format '{{range .OCIv1.Config.Env}}{{println .}}{{end}}' "$IMAGE" | sed '/^$/d')
 OUT=$STATE/out
 rm -rf "$OUT" && mkdir -p "$OUT" && chown 1000:1000 "$OUT"
+USER_ID=1000:1000
 
 # Like `docker run --read-only --tmpfs /tmp --network none --user 1000:1000
 #        -v BIDS:/bids:ro -v OUT:/out eneuronet ARGS`: an empty network namespace, the image's
 # root bind-mounted read-only, and the image's environment only.
 run_image() {
     unshare --mount --net --fork bash -euo pipefail -c '
-        root=$1; bids=$2; out=$3; shift 3
+        root=$1; bids=$2; out=$3
         mount --bind "$root" "$root" && mount -o remount,bind,ro "$root"
         mount -t tmpfs -o mode=1777 tmpfs "$root/tmp"
         mount --bind "$bids" "$root/bids" && mount -o remount,bind,ro "$root/bids"
         mount --bind "$out" "$root/out"
         mount -t proc proc "$root/proc"
         mount --rbind /dev "$root/dev"  # with a writable /dev/shm, as Docker gives
-        exec chroot --userspec=1000:1000 "$root" /usr/bin/env -i "$@"
-    ' _ "$root" "$SHARED/sample-bids" "$OUT" "${image_env[@]}" eneuronet "$@"
+        user=$4; shift 4
+        exec chroot --userspec="$user" "$root" /usr/bin/env -i "$@"
+    ' _ "$root" "$SHARED/sample-bids" "$OUT" "$USER_ID" "${image_env[@]}" eneuronet "$@"
 }
 
 log "in the image: --version"
@@ -93,9 +96,12 @@ fi
 grep -q "cannot be created" "$STATE/ro.log"
 log "in the image: participant level on sample-bids (sub-otsu), then the group level"
 run_image /bids /out participant --participant-label otsu --nprocs 2 -w /tmp/work
-run_image /bids /out group
+log "in the image: the group level as uid 4242, which has no passwd entry (docker run --user)"
+chmod 777 "$OUT"
+USER_ID=4242:4242 run_image /bids /out group
 (cd "$OUT" && find . -type f | sed 's|^\./||' | LC_ALL=C sort) >"$STATE/outputs.txt"
 diff -u docs/container_expected_outputs.txt "$STATE/outputs.txt"
 owner=$(stat -c %u "$OUT/dseg.tsv")
 [ "$owner" = 1000 ] || { echo "outputs owned by uid $owner, not 1000" >&2; exit 1; }
-log "PASS: image $IMAGE builds and runs offline, read-only, as uid 1000"
+[ "$(stat -c %u "$OUT/group.html")" = 4242 ] || { echo "group.html not owned by uid 4242" >&2; exit 1; }
+log "PASS: image $IMAGE builds and runs offline, read-only, as uid 1000 and as uid 4242"
