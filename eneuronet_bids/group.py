@@ -49,8 +49,7 @@ def run_group(output_dir: Path, participants: list[str] | None) -> outputs.Group
                          + (f" for participants {participants}" if participants else "")
                          + "; run the participant level first")
     log.info("group level over %d image(s)", len(images))
-    entity_keys = [k for k in ("subject", "session", "acquisition", "ceagent",
-                               "reconstruction", "run") if any(k in e for e, _ in images)]
+    entity_keys = [k for k, _ in outputs.ENTITY_KEYS if any(k in e for e, _ in images)]
     names = [lab.name for lab in label_table() if lab.index != 0] + [TOTAL]
     records = []
     for ent, paths in images:

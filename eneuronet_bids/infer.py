@@ -9,7 +9,7 @@ import numpy as np
 import torch
 
 from .model import ENeuroNet, model_input
-from .resample import resample_argmax, resample_probabilities
+from .resample import resample_argmax
 
 log = logging.getLogger(__name__)
 
@@ -47,51 +47,38 @@ def predict_probabilities(model: ENeuroNet, image: np.ndarray, device: torch.dev
     return probs
 
 
-def _brain_box(brain_mask: np.ndarray, margin: int):
-    """The box around the brain mask plus ``margin`` voxels, as slices and as the native
-    voxel -> box voxel shift; None for an empty mask."""
-    ijk = np.argwhere(brain_mask)
-    if not len(ijk):
-        return None
-    lo = np.maximum(ijk.min(0) - margin, 0)
-    hi = np.minimum(ijk.max(0) + margin + 1, brain_mask.shape)
-    offset = np.eye(4)
-    offset[:3, 3] = lo
-    return tuple(slice(a, b) for a, b in zip(lo, hi)), offset
+def native_probabilities_buffer(shape: tuple[int, int, int], n_classes: int,
+                                scratch: Path) -> np.ndarray:
+    """A memory-mapped (X, Y, Z, C) uint8 array in ``scratch`` for class probabilities on the
+    native grid (a 256³ head has 1.7 GB of them), filled with certain background."""
+    scratch.parent.mkdir(parents=True, exist_ok=True)
+    # Fortran order: each class is one contiguous volume, as NIfTI stores it.
+    out = np.lib.format.open_memmap(scratch, mode="w+", dtype=np.uint8,
+                                    shape=(*shape, n_classes), fortran_order=True)
+    out[..., 0] = 255
+    return out
 
 
 def to_native_labels(probs: torch.Tensor, grid_to_native_voxels: np.ndarray,
-                     brain_mask: np.ndarray, margin: int = 3) -> np.ndarray:
-    """Class index per native voxel: probabilities resampled (trilinear), then the argmax.
+                     brain_mask: np.ndarray, margin: int = 3,
+                     probabilities_out: np.ndarray | None = None) -> np.ndarray:
+    """Class index per native voxel: probabilities resampled (trilinear), then the argmax;
+    with ``probabilities_out`` (from ``native_probabilities_buffer``) the same pass keeps the
+    resampled probabilities.
 
     Only the box around the brain mask (plus ``margin`` voxels) is resampled; the network
     sees zeros outside the mask, so everything beyond the box is background.
     """
     labels = np.zeros(brain_mask.shape, dtype=np.int64)
-    found = _brain_box(brain_mask, margin)
-    if found is None:
+    ijk = np.argwhere(brain_mask)
+    if not len(ijk):
         return labels
-    box, offset = found
-    box_shape = tuple(s.stop - s.start for s in box)
-    labels[box] = resample_argmax(probs, np.linalg.inv(grid_to_native_voxels) @ offset,
-                                  box_shape)
+    lo = np.maximum(ijk.min(0) - margin, 0)
+    hi = np.minimum(ijk.max(0) + margin + 1, brain_mask.shape)
+    offset = np.eye(4)
+    offset[:3, 3] = lo
+    box = tuple(slice(a, b) for a, b in zip(lo, hi))
+    labels[box] = resample_argmax(
+        probs, np.linalg.inv(grid_to_native_voxels) @ offset, tuple(int(n) for n in hi - lo),
+        probabilities_out=None if probabilities_out is None else probabilities_out[box])
     return labels
-
-
-def to_native_probabilities(probs: torch.Tensor, grid_to_native_voxels: np.ndarray,
-                            brain_mask: np.ndarray, scratch: Path,
-                            margin: int = 3) -> np.ndarray:
-    """Class probabilities on the native grid, (X, Y, Z, C) uint8 (x 255), in a memory-mapped
-    ``scratch`` file: a 256³ head has 1.7 GB of them. Background is certain beyond the box
-    that ``to_native_labels`` resamples."""
-    shape = (*brain_mask.shape, probs.shape[0])
-    scratch.parent.mkdir(parents=True, exist_ok=True)
-    # Fortran order: each class is one contiguous volume, as NIfTI stores it.
-    out = np.lib.format.open_memmap(scratch, mode="w+", dtype=np.uint8, shape=shape,
-                                    fortran_order=True)
-    out[..., 0] = 255
-    found = _brain_box(brain_mask, margin)
-    if found is not None:
-        box, offset = found
-        resample_probabilities(probs, np.linalg.inv(grid_to_native_voxels) @ offset, out[box])
-    return out

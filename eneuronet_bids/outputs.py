@@ -25,8 +25,9 @@ PIPELINE = "eneuronet"
 DESC = "DKTaseg"
 BIDS_VERSION = "1.10.0"
 CODE_URL = "https://github.com/eneuronet/eneuronet"
-_ENTITY_KEYS = (("subject", "sub"), ("session", "ses"), ("acquisition", "acq"),
-                ("ceagent", "ce"), ("reconstruction", "rec"), ("run", "run"))
+#: BIDS entities that carry from a T1w into its output names: (long name, short name).
+ENTITY_KEYS = (("subject", "sub"), ("session", "ses"), ("acquisition", "acq"),
+               ("ceagent", "ce"), ("reconstruction", "rec"), ("run", "run"))
 
 
 @dataclass(frozen=True)
@@ -67,7 +68,7 @@ def output_paths(output_dir: Path, unit: WorkUnit) -> OutputPaths:
 
 
 def _paths_for(output_dir: Path, ent: dict) -> OutputPaths:
-    parts = [f"{short}-{ent[key]}" for key, short in _ENTITY_KEYS if key in ent]
+    parts = [f"{short}-{ent[key]}" for key, short in ENTITY_KEYS if key in ent]
     folder = output_dir / f"sub-{ent['subject']}"
     if "session" in ent:
         folder = folder / f"ses-{ent['session']}"
@@ -96,7 +97,7 @@ def is_complete(paths: OutputPaths, probabilities: bool = False) -> bool:
 
 def entities_from_name(name: str) -> dict[str, str]:
     """BIDS entities (long names) of one of our output file names."""
-    long = dict((short, key) for key, short in _ENTITY_KEYS)
+    long = dict((short, key) for key, short in ENTITY_KEYS)
     pairs = (part.split("-", 1) for part in name.split("_") if "-" in part)
     return {long[k]: v for k, v in pairs if k in long}
 

@@ -17,8 +17,8 @@ from tqdm import tqdm
 
 from . import __version__, outputs, qc, report, templates
 from .discovery import WorkUnit
-from .infer import (predict_probabilities, runtime_for, to_native_labels,
-                    to_native_probabilities)
+from .infer import (native_probabilities_buffer, predict_probabilities, runtime_for,
+                    to_native_labels)
 from .labels import label_table
 from .model_io import load_model, shipped_model
 from .preprocess import Preprocessed, preprocess, seed_ants
@@ -84,10 +84,11 @@ class _Worker:
         timings["qc_summary"] = time.perf_counter() - t0
 
         t0 = time.perf_counter()
-        classes = to_native_labels(probs, to_native, prep.brain_mask)
-        native_probs = (to_native_probabilities(probs, to_native, prep.brain_mask,
-                                                work / "probseg.npy")
+        native_probs = (native_probabilities_buffer(prep.brain_mask.shape, probs.shape[0],
+                                                    work / "probseg.npy")
                         if cfg.save_probabilities else None)
+        classes = to_native_labels(probs, to_native, prep.brain_mask,
+                                   probabilities_out=native_probs)
         del probs
         labels = label_table().to_labels(classes)
         timings["resample_to_native"] = time.perf_counter() - t0
@@ -110,7 +111,7 @@ class _Worker:
             title=paths.report.name.removesuffix("_report.html"), source=str(unit.path),
             qc=verdict.to_dict(), volumes=volumes, z_scores=z_scores,
             provenance={**provenance, "StageTimings (s)": _rounded(timings)},
-            figures=_figures(prep, classes, grid_brain)))
+            figures=_figures(prep, to_native, classes, grid_brain)))
         timings["report"] = time.perf_counter() - t0
         timings["total"] = time.perf_counter() - t_start
 
@@ -136,11 +137,11 @@ def _rounded(timings: dict[str, float]) -> dict[str, float]:
     return {k: round(v, 3) for k, v in timings.items()}
 
 
-def _figures(prep: Preprocessed, classes: np.ndarray, grid_brain: np.ndarray) -> dict:
+def _figures(prep: Preprocessed, to_native: np.ndarray, classes: np.ndarray,
+             grid_brain: np.ndarray) -> dict:
     """The report's mosaics, on the model grid: the N4-corrected head (not the network's
     masked input, so that the brain-mask outline can be judged) and the parcellation as
     written on the native grid (``classes``), brought back by nearest neighbour."""
-    to_native = prep.grid_to_native_voxels()
     head = resample(prep.bias_corrected.astype(np.float32), to_native, templates.GRID_SHAPE)
     head = head.numpy()
     grid_labels = resample(classes.astype(np.float32), to_native, templates.GRID_SHAPE,

@@ -79,21 +79,20 @@ def _resampled_slabs(probabilities: torch.Tensor, out_to_in: np.ndarray,
 
 
 def resample_argmax(probabilities: torch.Tensor, out_to_in: np.ndarray,
-                    out_shape: tuple[int, int, int], *, slab: int = 16) -> np.ndarray:
+                    out_shape: tuple[int, int, int], *, slab: int = 16,
+                    probabilities_out: np.ndarray | None = None) -> np.ndarray:
     """Trilinearly resample class probabilities (C, X, Y, Z) and take the argmax; voxels that
-    map outside the input get class 0."""
+    map outside the input get class 0.
+
+    With ``probabilities_out`` (X', Y', Z', C) uint8, pre-filled with certain background, the
+    same pass also stores the resampled probabilities there, quantised (probability x 255);
+    probability mass the input lacks (near and beyond its edges) goes to background.
+    """
     labels = np.zeros(out_shape, dtype=np.int64)
     for start, stop, part in _resampled_slabs(probabilities, out_to_in, out_shape, slab):
         labels[start:stop] = part.argmax(0).numpy()
+        if probabilities_out is not None:
+            part[0] += 1 - part.sum(0)
+            q = (part.clamp(0, 1) * 255).round().to(torch.uint8)
+            probabilities_out[start:stop] = q.permute(1, 2, 3, 0).numpy()
     return labels
-
-
-def resample_probabilities(probabilities: torch.Tensor, out_to_in: np.ndarray,
-                           out: np.ndarray, *, slab: int = 16) -> None:
-    """Trilinearly resample class probabilities (C, X, Y, Z) into ``out`` (X', Y', Z', C),
-    quantised to uint8 (probability x 255); voxels outside the input are all background."""
-    out[..., 0] = 255
-    for start, stop, part in _resampled_slabs(probabilities, out_to_in, out.shape[:3], slab):
-        part[0] += 1 - part.sum(0)  # outside the input: background
-        q = (part.clamp(0, 1) * 255).round().to(torch.uint8)
-        out[start:stop] = q.permute(1, 2, 3, 0).numpy()

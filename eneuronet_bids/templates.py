@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 from functools import cache
 from pathlib import Path
 
@@ -100,23 +101,16 @@ def fetch(seed: Path | None = None) -> list[Path]:
     """Put every required template into TEMPLATEFLOW_HOME with TemplateFlow's API; for
     building a container image, never at run time. Files already in ``seed`` (another
     TemplateFlow home) are copied instead of downloaded."""
-    import shutil
-
     home = _template_home()
-    os.environ["TEMPLATEFLOW_HOME"] = str(home)
     if seed is not None:
         for folder in sorted(seed.glob("tpl-*")):
             shutil.copytree(folder, home / folder.name, dirs_exist_ok=True)
     from templateflow import api
 
-    fetched = []
     for template, resolution, desc, suffix in REQUIRED:
-        found = api.get(template, resolution=resolution, desc=desc, suffix=suffix,
-                        extension=".nii.gz")
-        fetched.append(Path(found))
+        api.get(template, resolution=resolution, desc=desc, suffix=suffix, extension=".nii.gz")
     template_file.cache_clear()
-    check_available()
-    return fetched
+    return [_file(spec) for spec in REQUIRED]  # raises TemplateError if one is still missing
 
 
 @cache

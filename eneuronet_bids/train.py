@@ -302,14 +302,14 @@ def _train(config: TrainConfig, group: distributed.Group, device: torch.device, 
     if not group.main:  # rank 0 fills the caches; the others then read them
         group.barrier()
     examples = [prepare_example(*p, config) for p in tqdm(train_pairs, desc="preprocess train")]
-    val_examples = [prepare_example(*p, config) for p in tqdm(val_pairs, desc="preprocess val")]
+    # Rank 0 alone validates.
+    val_examples = ([prepare_example(*p, config) for p in tqdm(val_pairs, desc="preprocess val")]
+                    if group.main else [])
     # The pairs depend on the seed alone, not on where the sampling RNG stands after a resume.
     warped = (warped_examples(examples, config, np.random.default_rng([config.seed, 1]))
               if config.augment == "registration" else [])
     if group.main:
         group.barrier()
-    if not group.main:
-        val_examples = []
 
     table = label_table()
     model = ENeuroNet(ModelConfig(n_classes=len(table), dropout=config.dropout)).to(device)
@@ -388,8 +388,10 @@ def _train(config: TrainConfig, group: distributed.Group, device: torch.device, 
                 checkpoint()
     bar.close()
     group.barrier()  # the last checkpoint is on disk before any rank returns
-    if step < config.steps or not group.main:
+    if step < config.steps:
         log.info("stopped at step %d of %d; continue with --resume", step, config.steps)
+        return ckpt_path
+    if not group.main:
         return ckpt_path
 
     final = torch.load(best_path, weights_only=False) if best_path.exists() else None

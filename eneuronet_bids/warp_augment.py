@@ -76,7 +76,6 @@ def warp_pair(job: WarpJob) -> tuple[np.ndarray, np.ndarray]:
             return z["image"].astype(np.float32), z["classes"]
     import ants
 
-    os.environ["ANTS_RANDOM_SEED"] = str(job.seed)
     fixed = ants.from_numpy(job.fixed_image.astype(np.float32))
     moving = ants.from_numpy(job.moving_image.astype(np.float32))
     reg = ants.registration(fixed, moving, type_of_transform=job.settings.transform,
@@ -106,8 +105,7 @@ def warp_all(jobs: list[WarpJob], nprocs: int) -> list[tuple[np.ndarray, np.ndar
     todo = sum(not j.cache.exists() for j in jobs)
     log.info("registration augmentation: %d pairs, %d to register (%d cached)",
              len(jobs), todo, len(jobs) - todo)
-    if nprocs <= 1 or todo <= 1:
-        _init_worker(max(1, nprocs))
+    if nprocs <= 1 or todo <= 1:  # in this process, with the threads seed_ants gave ITK
         return [warp_pair(j) for j in jobs]
     with ProcessPoolExecutor(nprocs, initializer=_init_worker, initargs=(1,)) as pool:
         return list(pool.map(warp_pair, jobs))

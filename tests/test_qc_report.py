@@ -13,7 +13,8 @@ from eneuronet_bids import outputs, qc, report
 from eneuronet_bids.group import robust_z, run_group
 from eneuronet_bids.labels import label_table
 from eneuronet_bids.parser import UsageError
-from eneuronet_bids.resample import resample_probabilities
+from eneuronet_bids.infer import native_probabilities_buffer
+from eneuronet_bids.resample import resample_argmax
 
 N = len(label_table())
 
@@ -85,15 +86,17 @@ def test_mosaic_is_a_png_and_report_embeds_it():
     assert "http" not in html  # nothing to fetch
 
 
-def test_probabilities_resampled_and_quantised():
+def test_probabilities_resampled_and_quantised(tmp_path):
     probs = _probs((8, 8, 8))
-    out = np.zeros((4, 4, 4, N), np.uint8, order="F")
-    resample_probabilities(probs, np.diag([2.0, 2.0, 2.0, 1.0]), out)
+    out = native_probabilities_buffer((4, 4, 4), N, tmp_path / "a.npy")
+    labels = resample_argmax(probs, np.diag([2.0, 2.0, 2.0, 1.0]), (4, 4, 4),
+                             probabilities_out=out)
+    assert (labels == 1).all()
     assert (out[..., 1] == 255).all() and out[..., 2:].max() == 0
-    outside = np.zeros((4, 4, 4, N), np.uint8, order="F")
+    outside = native_probabilities_buffer((4, 4, 4), N, tmp_path / "b.npy")
     shift = np.eye(4)
     shift[:3, 3] = 100  # maps outside the input: certain background
-    resample_probabilities(probs, shift, outside)
+    resample_argmax(probs, shift, (4, 4, 4), probabilities_out=outside)
     assert (outside[..., 0] == 255).all() and outside[..., 1:].max() == 0
 
 
