@@ -122,15 +122,20 @@ def _template_images() -> tuple[ants.ANTsImage, ants.ANTsImage]:
 
 
 def bias_correct(img: ants.ANTsImage, mask: ants.ANTsImage | None) -> ants.ANTsImage:
-    """N4 estimated on a 2 mm copy (shrunk 4x inside N4; a bias field is smooth, and this keeps
-    N4 under ~10 s on 2 cores); the field is then applied at full resolution."""
+    """N4 estimated on a 2 mm copy (shrunk 4x inside N4; a bias field is smooth); the field is
+    then applied at full resolution.
+
+    The convergence threshold 1e-4 stops N4 about three times sooner than 1e-6; on the sample
+    heads the log field then differs by under 0.01 (1% intensity), well within the intensity
+    augmentation the network is trained with.
+    """
     coarse = _coarse(img)
     coarse_mask = None
     if mask is not None:
         coarse_mask = ants.resample_image_to_target(mask, coarse, interp_type="nearestNeighbor")
     field_ = ants.n4_bias_field_correction(
         coarse, mask=coarse_mask, shrink_factor=4, return_bias_field=True,
-        convergence={"iters": [50, 50, 30], "tol": 1e-6},
+        convergence={"iters": [50, 50, 30], "tol": 1e-4},
     )
     log_field = coarse.new_image_like(np.log(np.maximum(field_.numpy(), 1e-6)))
     log_field = ants.resample_image_to_target(log_field, img, interp_type="linear")
@@ -150,13 +155,16 @@ def mask_skull_stripped(data: np.ndarray) -> np.ndarray:
     return ndimage.binary_fill_holes(_largest_component(data > 0))
 
 
-def extract_brain(img: ants.ANTsImage, workdir: Path) -> tuple[np.ndarray, np.ndarray]:
-    """Brain masks of a full-head image: ``(brain, tissue)``.
+def extract_brain(img: ants.ANTsImage, workdir: Path
+                  ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Brain masks of a full-head image and the affine that found them:
+    ``(brain, tissue, template_to_native)``.
 
     ``brain`` is the head template's brain mask carried over by an affine + coarse SyN
     registration (it keeps a thin CSF rim, like FreeSurfer's and DLMUSE's masks); ``tissue`` is
     that mask trimmed of dark CSF, the tight style of the Mindboggle masks the model was
-    trained on, and is what the network sees.
+    trained on, and is what the network sees. ``template_to_native`` (4x4, RAS) is the
+    registration's affine stage.
     """
     _, head = _template_images()
     reg = ants.registration(
@@ -175,7 +183,8 @@ def extract_brain(img: ants.ANTsImage, workdir: Path) -> tuple[np.ndarray, np.nd
     csf_tissue, _ = _otsu3(np.clip(inside, lo, hi))
     tissue = ndimage.binary_opening(mask & (data > csf_tissue), iterations=1)
     tight = ndimage.binary_fill_holes(_largest_component(tissue))
-    return mask, ndimage.binary_closing(tight, iterations=2) & mask
+    affine = _rigid_matrix(Path(reg["fwdtransforms"][1]))
+    return mask, ndimage.binary_closing(tight, iterations=2) & mask, affine
 
 
 def _otsu3(values: np.ndarray, bins: int = 64) -> tuple[float, float]:
@@ -198,14 +207,58 @@ def _otsu3(values: np.ndarray, bins: int = 64) -> tuple[float, float]:
     return float(edges[best_t[0] + 1]), float(edges[best_t[1] + 1])
 
 
-def register_rigid(brain: ants.ANTsImage, workdir: Path) -> tuple[np.ndarray, Path]:
-    """Rigid alignment of the brain to the template, estimated at 2 mm."""
+@cache
+def _template_brain_centre() -> np.ndarray:
+    mask = nib.load(templates.brain_template_mask())
+    return (mask.affine @ np.r_[np.argwhere(np.asarray(mask.dataobj) > 0).mean(0), 1])[:3]
+
+
+def rigid_part(affine: np.ndarray, centre: np.ndarray) -> np.ndarray:
+    """The rotation of ``affine`` (polar decomposition), placed so that ``centre`` maps where
+    ``affine`` maps it."""
+    u, _, vt = np.linalg.svd(affine[:3, :3])
+    if np.linalg.det(u @ vt) < 0:
+        u[:, -1] *= -1
+    rigid = np.eye(4)
+    rigid[:3, :3] = u @ vt
+    rigid[:3, 3] = (affine @ np.r_[centre, 1])[:3] - rigid[:3, :3] @ centre
+    return rigid
+
+
+def _write_linear(matrix: np.ndarray, path: Path) -> Path:
+    """A 4x4 RAS template -> native matrix as an ANTs transform file (the inverse of
+    ``_rigid_matrix``)."""
+    lps = _LPS @ matrix @ _LPS
+    tx = ants.create_ants_transform(transform_type="AffineTransform", dimension=3,
+                                    matrix=lps[:3, :3], translation=lps[:3, 3],
+                                    center=(0.0, 0.0, 0.0))
+    ants.write_transform(tx, str(path))
+    return path
+
+
+def register_rigid(brain: ants.ANTsImage, workdir: Path,
+                   initial: np.ndarray | None = None) -> tuple[np.ndarray, Path]:
+    """Rigid alignment of the brain to the template, on a 2 mm copy.
+
+    Without ``initial`` the search starts from the centres of mass and runs at 8, 4 and 2 mm.
+    With ``initial`` (a template -> native affine, the brain extraction's) it starts from that
+    affine's rigid part and is only refined at 8 and 4 mm: the 2 mm level is most of the cost,
+    and on the sample heads the result moved the brain by 1-4 mm (RMS) from the slow search,
+    about as much as the slow search moves with its own iteration counts.
+    """
     template_brain, _ = _template_images()
-    reg = ants.registration(
-        fixed=template_brain, moving=_coarse(brain), type_of_transform="Rigid",
-        aff_shrink_factors=(4, 2, 1), aff_smoothing_sigmas=(2, 1, 0),
-        aff_iterations=(500, 250, 100), outprefix=str(workdir / "rigid_"),
-    )
+    if initial is None:
+        schedule = {"aff_shrink_factors": (4, 2, 1), "aff_smoothing_sigmas": (2, 1, 0),
+                    "aff_iterations": (500, 250, 100)}
+    else:
+        start = _write_linear(rigid_part(initial, _template_brain_centre()),
+                              workdir / "rigid_initial.mat")
+        schedule = {"aff_shrink_factors": (4, 2), "aff_smoothing_sigmas": (2, 1),
+                    "aff_iterations": (100, 50), "initial_transform": [str(start)]}
+    # ANTs folds the initial transform into the one it writes.
+    reg = ants.registration(fixed=template_brain, moving=_coarse(brain),
+                            type_of_transform="Rigid", outprefix=str(workdir / "rigid_"),
+                            **schedule)
     path = Path(reg["fwdtransforms"][0])
     return _rigid_matrix(path), path
 
@@ -244,9 +297,10 @@ def preprocess(path: Path, *, skull_stripped: bool, workdir: Path) -> Preprocess
             corrected = bias_correct(img, None)
         timings["bias_correction"] = time.perf_counter() - t0
 
+        initial = None
         if not skull_stripped:
             t0 = time.perf_counter()
-            mask, tissue = extract_brain(corrected, scratch)
+            mask, tissue, initial = extract_brain(corrected, scratch)
             timings["brain_extraction"] = time.perf_counter() - t0
         if tissue.sum() < 1000:
             raise InputError(f"{path.name}: brain mask is empty; is this a T1w image of a head?")
@@ -254,7 +308,7 @@ def preprocess(path: Path, *, skull_stripped: bool, workdir: Path) -> Preprocess
         t0 = time.perf_counter()
         brain_data = corrected.numpy() * tissue
         brain = corrected.new_image_like(brain_data.astype(np.float32))
-        matrix, tx_file = register_rigid(brain, scratch)
+        matrix, tx_file = register_rigid(brain, scratch, initial)
         kept_tx = workdir / "rigid_template_to_t1w.mat"
         shutil.copyfile(tx_file, kept_tx)
         timings["registration"] = time.perf_counter() - t0

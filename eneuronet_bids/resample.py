@@ -49,13 +49,14 @@ def resample(volume: np.ndarray | torch.Tensor, out_to_in: np.ndarray,
     return out[0] if squeeze else out
 
 
-def _resampled_slabs(probabilities: torch.Tensor, out_to_in: np.ndarray,
-                     out_shape: tuple[int, int, int], slab: int):
-    """Yield ``(start, stop, part)``: the trilinearly resampled (C, stop - start, Y, Z) block of
-    every slab of the output along its first axis that maps into the input.
+def _slab_blocks(probabilities: torch.Tensor, out_to_in: np.ndarray,
+                 out_shape: tuple[int, int, int], slab: int):
+    """Yield ``(start, stop, block, block_out_to_in)`` for every slab of the output along its
+    first axis that maps into the input: ``block`` is the float32 (C, ...) part of the input
+    the slab reads, and ``block_out_to_in`` maps slab voxel indices to block voxel indices.
 
-    Each slab reads only the block of the input it maps into, so neither (C, *out_shape) nor a
-    float32 copy of the input exists. Outside the input every probability is zero.
+    Reading block by block means neither (C, *out_shape) nor a float32 copy of the whole input
+    ever exists. Outside the input every probability is zero.
     """
     in_shape = np.array(probabilities.shape[1:])
     for start in range(0, out_shape[0], slab):
@@ -74,8 +75,58 @@ def _resampled_slabs(probabilities: torch.Tensor, out_to_in: np.ndarray,
         shift_out, shift_in = np.eye(4), np.eye(4)
         shift_out[0, 3] = start
         shift_in[:3, 3] = -lo
-        yield start, stop, resample(block, shift_in @ out_to_in @ shift_out,
-                                    (stop - start, *out_shape[1:]))
+        yield start, stop, block, shift_in @ out_to_in @ shift_out
+
+
+def _sample_points(volume: torch.Tensor, points: torch.Tensor) -> torch.Tensor:
+    """Trilinear values (C, N) of ``volume`` (C, X, Y, Z) at voxel coordinates ``points``
+    (N, 3); zero outside, exactly as :func:`resample`."""
+    size = torch.tensor(volume.shape[1:], dtype=torch.float32)
+    normalised = points * (2.0 / (size - 1).clamp_min(1)) - 1.0
+    grid = normalised.flip(-1).view(1, 1, 1, -1, 3)  # grid_sample wants (k, j, i)
+    return F.grid_sample(volume[None], grid, mode="bilinear", padding_mode="zeros",
+                         align_corners=True)[0, :, 0, 0]
+
+
+def _argmax_slab(block: torch.Tensor, out_to_in: np.ndarray,
+                 out_shape: tuple[int, int, int]) -> torch.Tensor:
+    """Argmax of the trilinearly resampled ``block`` without resampling every class at every
+    voxel.
+
+    Where the 8 input voxels around an output voxel share their most likely class L, L wins
+    as soon as its interpolated probability exceeds the interpolated second-highest
+    probability (no other class can beat that bound). Both take one channel each; only the
+    voxels this does not decide (class boundaries, low confidence, the input's edge) get all
+    channels. The result equals the full argmax.
+    """
+    top, top_class = block.topk(2, dim=0)
+    cls = top_class[0]
+    # A cell (i..i+1, j..j+1, k..k+1) is uniform when its 8 corners share the top class.
+    uniform = cls[:-1, :-1, :-1].clone()
+    same = torch.ones_like(uniform, dtype=torch.bool)
+    for di, dj, dk in ((a, b, c) for a in (0, 1) for b in (0, 1) for c in (0, 1)):
+        if di or dj or dk:
+            same &= cls[di:di + uniform.shape[0], dj:dj + uniform.shape[1],
+                        dk:dk + uniform.shape[2]] == uniform
+    uniform[~same] = -1
+
+    index = torch.stack(torch.meshgrid(*(torch.arange(n, dtype=torch.float64) for n in out_shape),
+                                       indexing="ij"), -1).reshape(-1, 3)
+    points = (index @ torch.as_tensor(out_to_in[:3, :3]).T + torch.as_tensor(out_to_in[:3, 3]))
+    points = points.float()
+    cell = points.floor().long()
+    inside = ((cell >= 0) & (cell < torch.tensor(uniform.shape))).all(1)
+    labels = torch.full((len(points),), -1, dtype=torch.long)
+    c = cell[inside]
+    labels[inside] = uniform[c[:, 0], c[:, 1], c[:, 2]]
+    candidates = labels >= 0
+    bounds = _sample_points(top, points[candidates])
+    undecided = candidates.clone()
+    undecided[candidates] = bounds[0] <= bounds[1]
+    undecided |= ~candidates
+    if undecided.any():
+        labels[undecided] = _sample_points(block, points[undecided]).argmax(0)
+    return labels.view(out_shape)
 
 
 def resample_argmax(probabilities: torch.Tensor, out_to_in: np.ndarray,
@@ -89,10 +140,15 @@ def resample_argmax(probabilities: torch.Tensor, out_to_in: np.ndarray,
     probability mass the input lacks (near and beyond its edges) goes to background.
     """
     labels = np.zeros(out_shape, dtype=np.int64)
-    for start, stop, part in _resampled_slabs(probabilities, out_to_in, out_shape, slab):
+    for start, stop, block, block_to_in in _slab_blocks(probabilities, out_to_in, out_shape,
+                                                        slab):
+        slab_shape = (stop - start, *out_shape[1:])
+        if probabilities_out is None:
+            labels[start:stop] = _argmax_slab(block, block_to_in, slab_shape).numpy()
+            continue
+        part = resample(block, block_to_in, slab_shape)
         labels[start:stop] = part.argmax(0).numpy()
-        if probabilities_out is not None:
-            part[0] += 1 - part.sum(0)
-            q = (part.clamp(0, 1) * 255).round().to(torch.uint8)
-            probabilities_out[start:stop] = q.permute(1, 2, 3, 0).numpy()
+        part[0] += 1 - part.sum(0)
+        q = (part.clamp(0, 1) * 255).round().to(torch.uint8)
+        probabilities_out[start:stop] = q.permute(1, 2, 3, 0).numpy()
     return labels

@@ -42,7 +42,7 @@ def main() -> None:
         t0 = time.perf_counter()
         img = bias_correct(to_ants(np.asarray(canonical.dataobj), canonical.affine), None)
         with tempfile.TemporaryDirectory() as tmp:
-            mask, _ = extract_brain(img, Path(tmp))
+            mask, _, _ = extract_brain(img, Path(tmp))
         seconds = time.perf_counter() - t0
         d = float(dice_per_class(mask.astype(int), truth.astype(int), 2)[1])
         scores.append(d)

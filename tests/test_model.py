@@ -3,6 +3,7 @@ import torch
 
 import numpy as np
 
+from eneuronet_bids.infer import network_box, predict_probabilities
 from eneuronet_bids.model import (ENeuroNet, ModelConfig, count_conv_layers, count_parameters,
                                   model_input)
 
@@ -58,3 +59,28 @@ def test_model_input_adds_grid_coordinates_of_the_block():
     assert np.allclose(x[2, 0, [0, -1], 0], [-1, 1]) and np.allclose(x[3, 0, 0, [0, -1]], [-1, 1])
     assert model_input(image, ModelConfig(n_classes=3, positional=False), (4, 6, 8)).shape == (
         1, 4, 6, 8)
+
+
+def test_network_box_covers_the_brain_in_multiples_of_16():
+    image = np.zeros((64, 80, 96), dtype=np.float32)
+    image[5:30, 20:41, 70:90] = 1.0
+    box = network_box(image, margin=4)
+    for sl, lo, hi, n in zip(box, (5, 20, 70), (30, 41, 90), image.shape):
+        assert (sl.stop - sl.start) % 16 == 0
+        assert 0 <= sl.start <= lo - 4 or sl.start == 0
+        assert min(hi + 4, n) <= sl.stop <= n
+    assert network_box(np.zeros((32, 32, 32))) == (slice(0, 32),) * 3
+
+
+def test_outside_the_network_box_is_certain_background(model):
+    image = np.zeros((48, 48, 64), dtype=np.float32)
+    image[20:30, 20:30, 20:30] = 0.5
+    probs = predict_probabilities(model, image, torch.device("cpu"))
+    box = network_box(image)
+    assert probs.shape == (model.config.n_classes, 48, 48, 64)
+    outside = torch.ones(image.shape, dtype=torch.bool)
+    outside[box] = False
+    assert outside.any()
+    assert (probs[0][outside] == 1).all() and (probs[1:, outside] == 0).all()
+    inside = probs[(slice(None), *box)].float().sum(0)
+    assert torch.allclose(inside, torch.ones_like(inside), atol=0.05)

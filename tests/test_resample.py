@@ -41,3 +41,21 @@ def test_slabwise_argmax_equals_full_resampling():
     slabs = resample_argmax(probs.half(), m, (20, 9, 11), slab=3)
     agree = (full == slabs).mean()
     assert agree > 0.98  # float16 storage may flip near-ties
+
+
+def test_argmax_shortcut_equals_resampling_every_class():
+    # Regions of one likely class with noisy probabilities, like a parcellation: most output
+    # voxels are decided by the two-channel bound, the rest by all channels.
+    rng = np.random.default_rng(3)
+    regions = np.kron(rng.integers(0, 6, size=(4, 4, 4)), np.ones((5, 5, 5), dtype=np.int64))
+    logits = torch.nn.functional.one_hot(torch.from_numpy(regions), 6).permute(3, 0, 1, 2) * 4.0
+    probs = (logits + torch.from_numpy(rng.normal(0, 1.0, logits.shape)).float()).softmax(0)
+    theta = 0.2
+    m = np.eye(4)
+    m[1:3, 1:3] = [[np.cos(theta), -np.sin(theta)], [np.sin(theta), np.cos(theta)]]
+    m[:3, 3] = [-1.3, 2.2, -0.6]  # some output voxels fall outside the input
+    out = np.zeros((22, 18, 20, 6), dtype=np.uint8)
+    every_class = resample_argmax(probs, m, (22, 18, 20), slab=5, probabilities_out=out)
+    shortcut = resample_argmax(probs, m, (22, 18, 20), slab=5)
+    assert (shortcut == every_class).mean() > 0.999
+    assert (shortcut == 0).any() and len(np.unique(shortcut)) == 6
