@@ -46,7 +46,10 @@ def network_box(image: np.ndarray, margin: int = 8) -> tuple[slice, slice, slice
 @torch.inference_mode()
 def predict_probabilities(model: ENeuroNet, image: np.ndarray, device: torch.device,
                           *, slab: int = 16) -> torch.Tensor:
-    """Softmax probabilities (C, X, Y, Z) as float16 on the CPU for a normalised grid image.
+    """Softmax probabilities (C, X, Y, Z) as float16 on the CPU for a normalised grid image,
+    stored channels-last like the network's output (each voxel's C values side by side):
+    the softmax over a contiguous last axis is about five times faster on the CPU, and so is
+    the copy into the result.
 
     The network sees only ``network_box`` (about 60% of the grid for an adult brain, and
     the forward pass costs in proportion); everything outside it is certain background.
@@ -58,15 +61,17 @@ def predict_probabilities(model: ENeuroNet, image: np.ndarray, device: torch.dev
     x = torch.from_numpy(model_input(image[box], model.config, image.shape, start))[None]
     x = x.to(device).contiguous(memory_format=torch.channels_last_3d)
     n_classes = model.classifier.out_channels
-    probs = torch.zeros((n_classes, *image.shape), dtype=torch.float16)
+    probs = torch.zeros((1, n_classes, *image.shape), dtype=torch.float16)
+    probs = probs.contiguous(memory_format=torch.channels_last_3d)[0]
     probs[0] = 1.0
     inner = probs[(slice(None), *box)]
     with torch.autocast(device.type, dtype=torch.bfloat16 if device.type == "cpu"
                         else torch.float16, enabled=use_bf16):
         features = model.features(x)
         for first in range(0, inner.shape[1], slab):
-            part = model.classifier(features[:, :, first:first + slab])
-            inner[:, first:first + slab] = part.float().softmax(1)[0].to("cpu", torch.float16)
+            logits = model.classifier(features[:, :, first:first + slab])[0]
+            part = logits.permute(1, 2, 3, 0).float().softmax(-1).to("cpu", torch.float16)
+            inner[:, first:first + slab] = part.permute(3, 0, 1, 2)
     return probs
 
 

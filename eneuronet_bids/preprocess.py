@@ -110,7 +110,14 @@ def _rigid_matrix(transform_file: Path) -> np.ndarray:
 
 
 def _coarse(img: ants.ANTsImage) -> ants.ANTsImage:
-    return ants.resample_image(img, (COARSE_MM,) * 3, use_voxels=False, interp_type=0)
+    """A trilinear copy at COARSE_MM with the same origin and axes (torch resamples a 256³
+    head in a fraction of the second ANTs' ``resample_image`` takes)."""
+    spacing = np.array(img.spacing)
+    shape = tuple(int(n) for n in np.ceil(np.array(img.shape) * spacing / COARSE_MM))
+    out_to_in = np.diag([*(COARSE_MM / spacing), 1.0])
+    data = resample(img.numpy(), out_to_in, shape).numpy()
+    return ants.from_numpy(data, origin=img.origin, spacing=(COARSE_MM,) * 3,
+                           direction=img.direction)
 
 
 @cache
@@ -125,9 +132,10 @@ def bias_correct(img: ants.ANTsImage, mask: ants.ANTsImage | None) -> ants.ANTsI
     """N4 estimated on a 2 mm copy (shrunk 4x inside N4; a bias field is smooth); the field is
     then applied at full resolution.
 
-    The convergence threshold 1e-4 stops N4 about three times sooner than 1e-6; on the sample
-    heads the log field then differs by under 0.01 (1% intensity), well within the intensity
-    augmentation the network is trained with.
+    15, 15 and 10 iterations per level instead of 50, 50 and 30 take a third of the time; on
+    three sample heads the log field moved by 0.01 (p99 inside the head; 0.05 on one with a
+    strong bias), small against the bias itself. A convergence threshold would stop sooner
+    still, but when it stops then turned out to swing threefold between near-identical inputs.
     """
     coarse = _coarse(img)
     coarse_mask = None
@@ -135,11 +143,13 @@ def bias_correct(img: ants.ANTsImage, mask: ants.ANTsImage | None) -> ants.ANTsI
         coarse_mask = ants.resample_image_to_target(mask, coarse, interp_type="nearestNeighbor")
     field_ = ants.n4_bias_field_correction(
         coarse, mask=coarse_mask, shrink_factor=4, return_bias_field=True,
-        convergence={"iters": [50, 50, 30], "tol": 1e-4},
+        convergence={"iters": [15, 15, 10], "tol": 1e-6},
     )
-    log_field = coarse.new_image_like(np.log(np.maximum(field_.numpy(), 1e-6)))
-    log_field = ants.resample_image_to_target(log_field, img, interp_type="linear")
-    return img.new_image_like(img.numpy() / np.exp(log_field.numpy()))
+    log_field = np.log(np.maximum(field_.numpy(), 1e-6))
+    # The coarse copy shares the image's origin and axes (see _coarse).
+    up = np.diag([*(np.array(img.spacing) / COARSE_MM), 1.0])
+    log_field = resample(log_field, up, img.shape, padding="border").numpy()
+    return img.new_image_like(img.numpy() / np.exp(log_field))
 
 
 def _largest_component(mask: np.ndarray) -> np.ndarray:
@@ -177,14 +187,29 @@ def extract_brain(img: ants.ANTsImage, workdir: Path
     warped = ants.apply_transforms(fixed=img, moving=tmask, transformlist=reg["invtransforms"],
                                    whichtoinvert=[True, False], interpolator="linear")
     mask = warped.numpy() > 0.5
-    data = img.numpy()
-    inside = data[mask]
+    return mask, tissue_mask(mask, img.numpy()), _rigid_matrix(Path(reg["fwdtransforms"][1]))
+
+
+def tissue_mask(mask: np.ndarray, data: np.ndarray) -> np.ndarray:
+    """``mask`` trimmed of voxels darker than grey matter (three-class Otsu inside it), opened,
+    reduced to its largest component, holes filled and closed.
+
+    The morphology runs on the mask's bounding box, a quarter of a 256³ head; the margin
+    exceeds the closing's reach, so the result is the same as on the whole volume.
+    """
+    tissue = np.zeros_like(mask)
+    if not mask.any():
+        return tissue
+    ijk = np.argwhere(mask)
+    box = tuple(slice(max(a - 4, 0), b + 5) for a, b in zip(ijk.min(0), ijk.max(0)))
+    sub_mask, sub = mask[box], data[box]
+    inside = sub[sub_mask]
     lo, hi = np.percentile(inside, [1, 99])
     csf_tissue, _ = _otsu3(np.clip(inside, lo, hi))
-    tissue = ndimage.binary_opening(mask & (data > csf_tissue), iterations=1)
-    tight = ndimage.binary_fill_holes(_largest_component(tissue))
-    affine = _rigid_matrix(Path(reg["fwdtransforms"][1]))
-    return mask, ndimage.binary_closing(tight, iterations=2) & mask, affine
+    opened = ndimage.binary_opening(sub_mask & (sub > csf_tissue), iterations=1)
+    tight = ndimage.binary_fill_holes(_largest_component(opened))
+    tissue[box] = ndimage.binary_closing(tight, iterations=2) & sub_mask
+    return tissue
 
 
 def _otsu3(values: np.ndarray, bins: int = 64) -> tuple[float, float]:

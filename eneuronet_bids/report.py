@@ -40,7 +40,9 @@ vertical-align:middle;border:1px solid #888}
 
 def _png(fig) -> str:
     buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=80, bbox_inches="tight")  # in the figure's facecolor
+    # In the figure's facecolor. No bbox_inches="tight": it draws the figure twice; the
+    # figures set their own margins instead.
+    fig.savefig(buf, format="png", dpi=80)
     plt.close(fig)
     return base64.b64encode(buf.getvalue()).decode("ascii")
 
@@ -81,7 +83,8 @@ def mosaic(image: np.ndarray, brain: np.ndarray, *, labels: np.ndarray | None = 
                     ax.contour(sl, levels=[0.5], colors=colour, linewidths=0.8)
             ax.set_axis_off()
             ax.set_title(f"{view} {index}", color="white", fontsize=7)
-    fig.subplots_adjust(wspace=0.02, hspace=0.12)
+    fig.subplots_adjust(left=0.005, right=0.995, bottom=0.005, top=0.965, wspace=0.02,
+                        hspace=0.12)
     return _png(fig)
 
 

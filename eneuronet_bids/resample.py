@@ -34,8 +34,10 @@ def sample_grid(out_shape: tuple[int, int, int], out_to_in: np.ndarray,
 
 
 def resample(volume: np.ndarray | torch.Tensor, out_to_in: np.ndarray,
-             out_shape: tuple[int, int, int], *, mode: str = "bilinear") -> torch.Tensor:
-    """Resample ``volume`` (X, Y, Z) or (C, X, Y, Z) onto ``out_shape``; zero outside.
+             out_shape: tuple[int, int, int], *, mode: str = "bilinear",
+             padding: str = "zeros") -> torch.Tensor:
+    """Resample ``volume`` (X, Y, Z) or (C, X, Y, Z) onto ``out_shape``; zero outside, or the
+    nearest edge value with ``padding="border"``.
 
     ``mode`` is grid_sample's: "bilinear" is trilinear for volumes, "nearest" for label maps.
     """
@@ -44,7 +46,7 @@ def resample(volume: np.ndarray | torch.Tensor, out_to_in: np.ndarray,
     if squeeze:
         vol = vol[None]
     grid = sample_grid(out_shape, out_to_in, tuple(vol.shape[1:]))
-    out = F.grid_sample(vol[None].float(), grid, mode=mode, padding_mode="zeros",
+    out = F.grid_sample(vol[None].float(), grid, mode=mode, padding_mode=padding,
                         align_corners=True)[0]
     return out[0] if squeeze else out
 
