@@ -45,14 +45,19 @@ def network_box(image: np.ndarray, margin: int = 8) -> tuple[slice, slice, slice
 
 @torch.inference_mode()
 def predict_probabilities(model: ENeuroNet, image: np.ndarray, device: torch.device,
-                          *, slab: int = 16) -> torch.Tensor:
-    """Softmax probabilities (C, X, Y, Z) as float16 on the CPU for a normalised grid image,
-    stored channels-last like the network's output (each voxel's C values side by side):
-    the softmax over a contiguous last axis is about five times faster on the CPU, and so is
-    the copy into the result.
+                          *, region: np.ndarray | None = None,
+                          chunk: int = 1 << 19) -> torch.Tensor:
+    """Softmax probabilities (C, X, Y, Z) as float16 on the CPU for a normalised grid image.
 
     The network sees only ``network_box`` (about 60% of the grid for an adult brain, and
-    the forward pass costs in proportion); everything outside it is certain background.
+    the forward pass costs in proportion). Only the voxels of ``region`` (a bool grid mask;
+    default everything) are classified: the full-resolution classifier and softmax over 100
+    classes cost as much as the rest of the network, and outside the brain they are wasted.
+    Everything not classified is certain background.
+
+    The result is stored channels-last (each voxel's C values side by side), as the network
+    computes them: the softmax then runs over a contiguous axis, which on the CPU is about
+    five times faster.
     """
     model.eval()
     use_bf16 = runtime_for(device.type)[1]
@@ -61,17 +66,23 @@ def predict_probabilities(model: ENeuroNet, image: np.ndarray, device: torch.dev
     x = torch.from_numpy(model_input(image[box], model.config, image.shape, start))[None]
     x = x.to(device).contiguous(memory_format=torch.channels_last_3d)
     n_classes = model.classifier.out_channels
-    probs = torch.zeros((1, n_classes, *image.shape), dtype=torch.float16)
-    probs = probs.contiguous(memory_format=torch.channels_last_3d)[0]
+    probs = torch.empty((1, n_classes, *image.shape), dtype=torch.float16,
+                        memory_format=torch.channels_last_3d)[0].zero_()
     probs[0] = 1.0
-    inner = probs[(slice(None), *box)]
+    voxels = probs.permute(1, 2, 3, 0).view(-1, n_classes)
+    inside = np.zeros(image.shape, dtype=bool)
+    inside[box] = True if region is None else region[box]
+    targets = torch.from_numpy(np.flatnonzero(inside))
+    sources = torch.from_numpy(np.flatnonzero(inside[box]))
+    weight = model.classifier.weight.view(n_classes, -1)
     with torch.autocast(device.type, dtype=torch.bfloat16 if device.type == "cpu"
                         else torch.float16, enabled=use_bf16):
-        features = model.features(x)
-        for first in range(0, inner.shape[1], slab):
-            logits = model.classifier(features[:, :, first:first + slab])[0]
-            part = logits.permute(1, 2, 3, 0).float().softmax(-1).to("cpu", torch.float16)
-            inner[:, first:first + slab] = part.permute(3, 0, 1, 2)
+        features = model.features(x)[0].permute(1, 2, 3, 0).reshape(-1, weight.shape[1])
+        for first in range(0, len(sources), chunk):
+            rows = features[sources[first:first + chunk].to(device)]
+            logits = torch.nn.functional.linear(rows, weight, model.classifier.bias)
+            voxels[targets[first:first + chunk]] = (
+                logits.float().softmax(-1).to("cpu", torch.float16))
     return probs
 
 

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from scipy import ndimage
 from tqdm import tqdm
 
 from . import __version__, outputs, qc, report, templates
@@ -72,14 +73,17 @@ class _Worker:
         prep = preprocess(unit.path, skull_stripped=skull_stripped, workdir=work)
         timings = dict(prep.timings)
 
-        t0 = time.perf_counter()
-        probs = predict_probabilities(self.model, prep.image, self.device)
-        timings["model_forward"] = time.perf_counter() - t0
-
-        t0 = time.perf_counter()
         to_native = prep.grid_to_native_voxels()
         grid_brain = resample(prep.brain_mask.astype(np.float32), to_native,
                               templates.GRID_SHAPE, mode="nearest").numpy() > 0.5
+        t0 = time.perf_counter()
+        # Classify the brain mask and the network's input, plus the two voxels trilinear
+        # resampling to the native grid reads around them.
+        region = ndimage.binary_dilation(grid_brain | (prep.image > 0), iterations=2)
+        probs = predict_probabilities(self.model, prep.image, self.device, region=region)
+        timings["model_forward"] = time.perf_counter() - t0
+
+        t0 = time.perf_counter()
         summary = qc.summarise_probabilities(probs, grid_brain)
         timings["qc_summary"] = time.perf_counter() - t0
 

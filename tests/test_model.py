@@ -84,3 +84,15 @@ def test_outside_the_network_box_is_certain_background(model):
     assert (probs[0][outside] == 1).all() and (probs[1:, outside] == 0).all()
     inside = probs[(slice(None), *box)].float().sum(0)
     assert torch.allclose(inside, torch.ones_like(inside), atol=0.05)
+
+
+def test_only_the_region_is_classified(model):
+    image = np.zeros((48, 48, 64), dtype=np.float32)
+    image[18:32, 18:32, 20:34] = 0.5
+    region = np.zeros(image.shape, dtype=bool)
+    region[20:30, 22:28, 24:30] = True
+    everything = predict_probabilities(model, image, torch.device("cpu"))
+    restricted = predict_probabilities(model, image, torch.device("cpu"), region=region,
+                                       chunk=100)
+    assert torch.equal(restricted[:, region], everything[:, region])
+    assert (restricted[0][~region] == 1).all() and (restricted[1:, ~region] == 0).all()
