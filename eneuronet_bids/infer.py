@@ -49,7 +49,7 @@ def predict_probabilities(model: ENeuroNet, image: np.ndarray, device: torch.dev
                           chunk: int = 1 << 19) -> torch.Tensor:
     """Softmax probabilities (C, X, Y, Z) as float16 on the CPU for a normalised grid image.
 
-    The network sees only ``network_box`` (about 60% of the grid for an adult brain, and
+    The network sees only ``network_box`` (three quarters of the grid for the sample head, and
     the forward pass costs in proportion). Only the voxels of ``region`` (a bool grid mask;
     default everything) are classified: the full-resolution classifier and softmax over 100
     classes cost as much as the rest of the network, and outside the brain they are wasted.
