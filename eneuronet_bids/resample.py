@@ -83,8 +83,8 @@ def _slab_blocks(probabilities: torch.Tensor, out_to_in: np.ndarray,
 def _sample_points(volume: torch.Tensor, points: torch.Tensor) -> torch.Tensor:
     """Trilinear values (C, N) of ``volume`` (C, X, Y, Z) at voxel coordinates ``points``
     (N, 3); zero outside, exactly as :func:`resample`."""
-    size = torch.tensor(volume.shape[1:], dtype=torch.float32)
-    normalised = points * (2.0 / (size - 1).clamp_min(1)) - 1.0
+    n = torch.as_tensor(_normaliser(tuple(volume.shape[1:]))[:3], dtype=torch.float32)
+    normalised = points @ n[:, :3].T + n[:, 3]
     grid = normalised.flip(-1).view(1, 1, 1, -1, 3)  # grid_sample wants (k, j, i)
     return F.grid_sample(volume[None], grid, mode="bilinear", padding_mode="zeros",
                          align_corners=True)[0, :, 0, 0]
