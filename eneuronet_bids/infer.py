@@ -9,7 +9,7 @@ import numpy as np
 import torch
 
 from .model import DIVISOR, ENeuroNet, model_input
-from .resample import resample_argmax
+from .resample import mask_box, resample_argmax
 
 log = logging.getLogger(__name__)
 
@@ -109,15 +109,12 @@ def to_native_labels(probs: torch.Tensor, grid_to_native_voxels: np.ndarray,
     sees zeros outside the mask, so everything beyond the box is background.
     """
     labels = np.zeros(brain_mask.shape, dtype=np.int64)
-    ijk = np.argwhere(brain_mask)
-    if not len(ijk):
+    box = mask_box(brain_mask, margin)
+    if box is None:
         return labels
-    lo = np.maximum(ijk.min(0) - margin, 0)
-    hi = np.minimum(ijk.max(0) + margin + 1, brain_mask.shape)
     offset = np.eye(4)
-    offset[:3, 3] = lo
-    box = tuple(slice(a, b) for a, b in zip(lo, hi))
+    offset[:3, 3] = [b.start for b in box]
     labels[box] = resample_argmax(
-        probs, np.linalg.inv(grid_to_native_voxels) @ offset, tuple(int(n) for n in hi - lo),
+        probs, np.linalg.inv(grid_to_native_voxels) @ offset, labels[box].shape,
         probabilities_out=None if probabilities_out is None else probabilities_out[box])
     return labels

@@ -22,7 +22,7 @@ import numpy as np
 from scipy import ndimage
 
 from . import templates
-from .resample import resample
+from .resample import mask_box, resample
 
 log = logging.getLogger(__name__)
 
@@ -198,10 +198,9 @@ def tissue_mask(mask: np.ndarray, data: np.ndarray) -> np.ndarray:
     exceeds the closing's reach, so the result is the same as on the whole volume.
     """
     tissue = np.zeros_like(mask)
-    if not mask.any():
+    box = mask_box(mask, 4)
+    if box is None:
         return tissue
-    ijk = np.argwhere(mask)
-    box = tuple(slice(max(a - 4, 0), b + 5) for a, b in zip(ijk.min(0), ijk.max(0)))
     sub_mask, sub = mask[box], data[box]
     inside = sub[sub_mask]
     lo, hi = np.percentile(inside, [1, 99])

@@ -23,6 +23,17 @@ def _normaliser(shape: tuple[int, ...]) -> np.ndarray:
     return n
 
 
+def mask_box(mask: np.ndarray, margin: int) -> tuple[slice, ...] | None:
+    """The bounding box of ``mask``'s true voxels plus ``margin``, clipped to the array; None
+    for an empty mask."""
+    ijk = np.argwhere(mask)
+    if not len(ijk):
+        return None
+    lo = np.maximum(ijk.min(0) - margin, 0)
+    hi = np.minimum(ijk.max(0) + margin + 1, mask.shape)
+    return tuple(slice(int(a), int(b)) for a, b in zip(lo, hi))
+
+
 def sample_grid(out_shape: tuple[int, int, int], out_to_in: np.ndarray,
                 in_shape: tuple[int, int, int]) -> torch.Tensor:
     """Sampling grid for ``grid_sample``: ``out_to_in`` maps output voxel indices to input ones."""
