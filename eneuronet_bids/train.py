@@ -22,6 +22,7 @@ from tqdm import tqdm
 
 from . import __version__, templates
 from . import distributed
+from .array_cache import cached
 from .augment import (Compose, RandomBiasField, RandomContrast, RandomElastic, RandomGamma,
                       RandomNoise)
 from .discovery import WorkUnit, discover
@@ -123,19 +124,6 @@ def _digest(*paths: Path) -> str:
     return h.hexdigest()[:16]
 
 
-def _cached(cache: Path, make) -> dict[str, np.ndarray]:
-    """Arrays from ``cache`` (npz), or ``make()``'s, saved there atomically first."""
-    if cache.exists():
-        with np.load(cache) as z:
-            return dict(z)
-    arrays = make()
-    cache.parent.mkdir(parents=True, exist_ok=True)
-    tmp = cache.with_suffix(".tmp.npz")
-    np.savez_compressed(tmp, **arrays)
-    os.replace(tmp, cache)
-    return arrays
-
-
 def _preprocess(t1w: WorkUnit, config: TrainConfig, name: str):
     skull_stripped = config.skull_stripped or bool(t1w.metadata.get("SkullStripped", False))
     return preprocess(t1w.path, skull_stripped=skull_stripped,
@@ -160,7 +148,7 @@ def prepare_example(participant: str, t1w: WorkUnit, labels: Path,
                 "classes": on_grid.numpy().astype(np.uint8)}
 
     cache = config.work_dir / "train_cache" / f"sub-{participant}_{_digest(t1w.path, labels)}.npz"
-    z = _cached(cache, make)
+    z = cached(cache, make)
     return Example(participant, z["image"].astype(np.float32), z["classes"])
 
 
@@ -168,7 +156,7 @@ def prepare_unlabelled(t1w: WorkUnit, config: TrainConfig) -> np.ndarray:
     """An unlabelled image on the model grid (brain-extracted, normalised), cached."""
     sub = t1w.entities["subject"]
     cache = config.work_dir / "unlabelled_cache" / f"sub-{sub}_{_digest(t1w.path)}.npz"
-    z = _cached(cache, lambda: {"image": _preprocess(t1w, config, f"unlabelled-{sub}")
+    z = cached(cache, lambda: {"image": _preprocess(t1w, config, f"unlabelled-{sub}")
                                 .image.astype(np.float16)})
     return z["image"].astype(np.float32)
 

@@ -20,6 +20,8 @@ from pathlib import Path
 
 import numpy as np
 
+from .array_cache import cached
+
 log = logging.getLogger(__name__)
 
 
@@ -71,28 +73,26 @@ def plan_pairs(labelled: list[str], unlabelled: list[str], pairs_per_subject: in
 
 def warp_pair(job: WarpJob) -> tuple[np.ndarray, np.ndarray]:
     """Register the moving image to the fixed one and warp image and labels; cached."""
-    if job.cache.exists():
-        with np.load(job.cache) as z:
-            return z["image"].astype(np.float32), z["classes"]
-    import ants
 
-    fixed = ants.from_numpy(job.fixed_image.astype(np.float32))
-    moving = ants.from_numpy(job.moving_image.astype(np.float32))
-    reg = ants.registration(fixed, moving, type_of_transform=job.settings.transform,
-                            reg_iterations=job.settings.syn_iterations,
-                            aff_iterations=job.settings.affine_iterations,
-                            aff_shrink_factors=(8, 4, 2, 1), aff_smoothing_sigmas=(3, 2, 1, 0),
-                            random_seed=job.seed)
-    image = ants.apply_transforms(fixed, moving, reg["fwdtransforms"], interpolator="linear")
-    labels = ants.apply_transforms(fixed, ants.from_numpy(job.moving_classes.astype(np.float32)),
-                                   reg["fwdtransforms"], interpolator="genericLabel")
-    out_image = np.maximum(image.numpy(), 0).astype(np.float32)
-    out_classes = np.rint(labels.numpy()).astype(np.uint8)
-    job.cache.parent.mkdir(parents=True, exist_ok=True)
-    tmp = job.cache.with_suffix(".tmp.npz")
-    np.savez_compressed(tmp, image=out_image.astype(np.float16), classes=out_classes)
-    os.replace(tmp, job.cache)
-    return out_image, out_classes
+    def make() -> dict[str, np.ndarray]:
+        import ants
+
+        fixed = ants.from_numpy(job.fixed_image.astype(np.float32))
+        moving = ants.from_numpy(job.moving_image.astype(np.float32))
+        reg = ants.registration(fixed, moving, type_of_transform=job.settings.transform,
+                                reg_iterations=job.settings.syn_iterations,
+                                aff_iterations=job.settings.affine_iterations,
+                                aff_shrink_factors=(8, 4, 2, 1),
+                                aff_smoothing_sigmas=(3, 2, 1, 0), random_seed=job.seed)
+        image = ants.apply_transforms(fixed, moving, reg["fwdtransforms"], interpolator="linear")
+        labels = ants.apply_transforms(
+            fixed, ants.from_numpy(job.moving_classes.astype(np.float32)),
+            reg["fwdtransforms"], interpolator="genericLabel")
+        return {"image": np.maximum(image.numpy(), 0).astype(np.float16),
+                "classes": np.rint(labels.numpy()).astype(np.uint8)}
+
+    z = cached(job.cache, make)
+    return z["image"].astype(np.float32), z["classes"]
 
 
 def _init_worker(threads: int) -> None:

@@ -133,5 +133,24 @@ def test_warp_pair_registers_a_shifted_blob_and_caches(tmp_path):
         return 2 * (a & b).sum() / (a.sum() + b.sum())
     assert dice(classes == 3, target) > dice(moving_classes == 3, target) + 0.15
     assert job.cache.exists()
-    again = warp_pair(job)  # read back from the cache
-    assert np.array_equal(again[1], classes)
+    again = warp_pair(job)  # read back from the cache: the same arrays as the first time
+    assert np.array_equal(again[1], classes) and np.array_equal(again[0], image)
+
+
+def test_array_cache_makes_once_and_leaves_nothing_on_failure(tmp_path):
+    from eneuronet_bids.array_cache import cached
+
+    calls = []
+    def make():
+        calls.append(1)
+        return {"a": np.arange(5, dtype=np.int16)}
+    path = tmp_path / "sub" / "x.npz"
+    first, second = cached(path, make), cached(path, make)
+    assert len(calls) == 1 and np.array_equal(first["a"], second["a"])
+    assert second["a"].dtype == np.int16
+    class Unwritable:  # fails inside the write, after the temporary file exists
+        def __array__(self, *args, **kwargs):
+            raise RuntimeError("disk full")
+    with pytest.raises(RuntimeError):
+        cached(tmp_path / "sub" / "y.npz", lambda: {"a": Unwritable()})
+    assert sorted(p.name for p in path.parent.iterdir()) == ["x.npz"]
