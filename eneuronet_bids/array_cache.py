@@ -26,6 +26,7 @@ def cached(path: Path, make: Callable[[], dict[str, np.ndarray]]) -> dict[str, n
     try:
         with os.fdopen(fd, "wb") as f:
             np.savez_compressed(f, **arrays)
+        os.chmod(tmp, 0o644)  # mkstemp's 0600 would hide the cache from a shared group
         os.replace(tmp, path)
     finally:
         Path(tmp).unlink(missing_ok=True)
