@@ -28,7 +28,7 @@ log = logging.getLogger(__name__)
 @dataclass(frozen=True)
 class RegistrationSettings:
     """Coarse SyN: the finest level is skipped (the warp only needs the shape, not the last
-    millimetre), which keeps one pair to well under a minute on one core."""
+    millimetre); one pair on the 160x192x224 grid then takes about two minutes on one core."""
 
     transform: str = "SyN"
     syn_iterations: tuple[int, ...] = (40, 20, 0)
