@@ -1,7 +1,7 @@
 """Arrays cached in the work directory as compressed ``.npz`` files.
 
-Several jobs may share one work directory (an HPC array, the augmentation comparison running
-its arms side by side), so each writer uses its own temporary name and renames it into place:
+Several jobs may share one work directory (an HPC array of training runs, say, all preparing
+the same subjects), so each writer uses its own temporary name and renames it into place:
 a reader sees either nothing or a whole file, and two writers of the same entry both succeed.
 """
 
