@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -17,6 +16,7 @@ import nibabel as nib
 import numpy as np
 
 from . import __version__
+from .atomic import write_atomic
 from .discovery import WorkUnit
 from .labels import label_table
 from .templates import TEMPLATE
@@ -117,23 +117,8 @@ def find_complete(output_dir: Path, participants: list[str] | None = None
     return found
 
 
-def _atomic(path: Path, write) -> None:
-    """Call ``write(tmp_path)`` then rename onto ``path``; a crash leaves only a dotfile."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix="".join(path.suffixes),
-                               dir=path.parent)
-    os.close(fd)
-    try:
-        write(Path(tmp))
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def write_text(path: Path, text: str) -> None:
-    _atomic(path, lambda tmp: tmp.write_text(text))
+    write_atomic(path, lambda tmp: tmp.write_text(text))
 
 
 def write_json(path: Path, obj: dict) -> None:
@@ -145,7 +130,7 @@ def write_nifti(path: Path, data: np.ndarray, like: nib.Nifti1Image, dtype) -> N
     header.set_data_dtype(dtype)
     img = nib.Nifti1Image(np.asarray(data).astype(dtype), like.affine, header)
     img.header.set_slope_inter(1, 0)
-    _atomic(path, lambda tmp: nib.save(img, str(tmp)))
+    write_atomic(path, lambda tmp: nib.save(img, str(tmp)))
 
 
 def bids_uri(unit: WorkUnit, bids_dir: Path) -> str:
@@ -199,7 +184,7 @@ def write_probseg(path: Path, json_path: Path, probabilities: np.ndarray,
     header.set_data_dtype(np.uint8)
     img = nib.Nifti1Image(probabilities, like.affine, header)
     img.header.set_slope_inter(1 / 255, 0)
-    _atomic(path, lambda tmp: nib.save(img, str(tmp)))
+    write_atomic(path, lambda tmp: nib.save(img, str(tmp)))
     write_json(json_path, {
         "Sources": source,
         "Description": "class probabilities resampled to the native T1w grid; volume k is "
@@ -228,7 +213,7 @@ def write_image_outputs(paths: OutputPaths, *, unit: WorkUnit, bids_dir: Path,
                                     "Description": "N4 bias-field corrected T1w, native grid"})
     write_nifti(paths.mask, mask, native, np.uint8)
     write_json(paths.mask_json, {"Sources": source, "Type": "Brain", "RawSources": source})
-    _atomic(paths.xfm, lambda tmp: shutil.copyfile(xfm, tmp))
+    write_atomic(paths.xfm, lambda tmp: shutil.copyfile(xfm, tmp))
     write_nifti(paths.dseg, labels, native, np.int16)
     write_text(paths.volumes, volumes_tsv(volumes))
     if probabilities is not None:

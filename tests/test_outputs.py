@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from eneuronet_bids import outputs
+from eneuronet_bids.atomic import write_atomic
 from eneuronet_bids.qc import volumes_by_name
 from eneuronet_bids.discovery import WorkUnit
 
@@ -50,7 +51,7 @@ def test_atomic_write_leaves_old_file_on_failure(tmp_path):
         raise RuntimeError("killed")
 
     with pytest.raises(RuntimeError):
-        outputs._atomic(target, broken)
+        write_atomic(target, broken)
     assert json.loads(target.read_text()) == {"a": 1}
     assert [p.name for p in tmp_path.iterdir()] == ["x.json"]
 
