@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from datetime import datetime, timezone
 from importlib import resources
 from pathlib import Path
@@ -12,6 +11,7 @@ from pathlib import Path
 import torch
 
 from . import __version__
+from .atomic import write_atomic
 from .labels import label_table
 from .model import ENeuroNet, ModelConfig
 
@@ -41,10 +41,9 @@ def export_model(directory: Path, config: ModelConfig, state_dict: dict, *,
     """Write ``eneuronet.pt`` and its model card (JSON and markdown) into ``directory``."""
     directory.mkdir(parents=True, exist_ok=True)
     path = directory / MODEL_FILE
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save({"format": "eneuronet-model/1", "model_config": config.to_dict(),
-                "labels": label_table().indices.tolist(), "state_dict": state_dict}, tmp)
-    os.replace(tmp, path)
+    model = {"format": "eneuronet-model/1", "model_config": config.to_dict(),
+             "labels": label_table().indices.tolist(), "state_dict": state_dict}
+    write_atomic(path, lambda tmp: torch.save(model, tmp))
     card = {
         "name": "E-NeuroNet DKT31+aseg",
         "package_version": __version__,
@@ -59,8 +58,10 @@ def export_model(directory: Path, config: ModelConfig, state_dict: dict, *,
         "training": training,
         "validation": validation,
     }
-    (directory / "model_card.json").write_text(json.dumps(card, indent=2) + "\n")
-    (directory / "model_card.md").write_text(model_card_markdown(card))
+    text = {"model_card.json": json.dumps(card, indent=2) + "\n",
+            "model_card.md": model_card_markdown(card)}
+    for name, content in text.items():
+        write_atomic(directory / name, lambda tmp, content=content: tmp.write_text(content))
     return path
 
 

@@ -11,7 +11,6 @@ import csv
 import hashlib
 import logging
 import math
-import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -23,6 +22,7 @@ from tqdm import tqdm
 from . import __version__, templates
 from . import distributed
 from .array_cache import cached
+from .atomic import write_atomic
 from .augment import (Compose, RandomBiasField, RandomContrast, RandomElastic, RandomGamma,
                       RandomNoise)
 from .discovery import WorkUnit, discover
@@ -242,9 +242,7 @@ def _lr_at(step: int, config: TrainConfig) -> float:
 
 
 def _save_atomic(obj, path: Path) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
+    write_atomic(path, lambda tmp: torch.save(obj, tmp))
 
 
 def validate(model: ENeuroNet, examples: list[Example], device: torch.device) -> dict:

@@ -66,6 +66,7 @@ def test_registration_augmented_run_exports_a_loadable_model(data):
     assert card["validation"]["groups"]["white-matter"] >= 0
     rows = list(csv.DictReader((out / "training_log.csv").open()))
     assert [r["step"] for r in rows] == ["1", "2", "3"] and rows[-1]["val_all"] != ""
+    assert not list(out.rglob(".*"))  # every atomic write renamed its temporary into place
 
 
 def test_resume_continues_exactly(data):
