@@ -11,7 +11,7 @@ from pathlib import Path
 import torch
 
 from . import __version__
-from .atomic import write_atomic
+from .atomic import write_atomic, write_text
 from .labels import label_table
 from .model import ENeuroNet, ModelConfig
 
@@ -58,10 +58,8 @@ def export_model(directory: Path, config: ModelConfig, state_dict: dict, *,
         "training": training,
         "validation": validation,
     }
-    text = {"model_card.json": json.dumps(card, indent=2) + "\n",
-            "model_card.md": model_card_markdown(card)}
-    for name, content in text.items():
-        write_atomic(directory / name, lambda tmp, content=content: tmp.write_text(content))
+    write_text(directory / "model_card.json", json.dumps(card, indent=2) + "\n")
+    write_text(directory / "model_card.md", model_card_markdown(card))
     return path
 
 

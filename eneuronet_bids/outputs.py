@@ -16,7 +16,7 @@ import nibabel as nib
 import numpy as np
 
 from . import __version__
-from .atomic import write_atomic
+from .atomic import write_atomic, write_text
 from .discovery import WorkUnit
 from .labels import label_table
 from .templates import TEMPLATE
@@ -115,10 +115,6 @@ def find_complete(output_dir: Path, participants: list[str] | None = None
         if paths.dseg_json == marker and is_complete(paths):
             found.append((ent, paths))
     return found
-
-
-def write_text(path: Path, text: str) -> None:
-    write_atomic(path, lambda tmp: tmp.write_text(text))
 
 
 def write_json(path: Path, obj: dict) -> None:
