@@ -98,9 +98,12 @@ def degrade(img: nib.Nifti1Image, kind: str, rng: np.random.Generator) -> nib.Ni
     return nib.Nifti1Image(out.astype(np.float32), img.affine)
 
 
-def run_participant(bids: Path, out: Path, labels: list[str], work: Path) -> None:
+def run_participant(bids: Path, out: Path, labels: list[str], work: Path,
+                    model: Path | None) -> None:
     cmd = [sys.executable, str(REPO / "run.py"), str(bids), str(out), "participant",
            "--participant-label", *labels, "--skip-bids-validation", "-w", str(work), "-q"]
+    if model is not None:
+        cmd += ["--model", str(model)]
     if subprocess.run(cmd).returncode != 0:
         sys.exit(f"participant level failed: {' '.join(cmd)}")
 
@@ -114,11 +117,11 @@ def coarse_dice(ours: np.ndarray, muse: np.ndarray) -> dict[str, float]:
     return scores
 
 
-def ixi(data: Path, work: Path, n: int) -> list[str]:
+def ixi(data: Path, work: Path, n: int, model: Path | None) -> list[str]:
     subjects = sorted(d.name.removeprefix("sub-") for d in (data / "ixi").glob("sub-*"))
     chosen = [subjects[i] for i in np.linspace(0, len(subjects) - 1, n).astype(int)]
     out = work / "ixi-derivatives"
-    run_participant(data / "ixi", out, chosen, work / "ixi-work")
+    run_participant(data / "ixi", out, chosen, work / "ixi-work", model)
     rows, per = [], []
     for sub in chosen:
         t1w = data / "ixi" / f"sub-{sub}" / "anat" / f"sub-{sub}_T1w.nii.gz"
@@ -136,7 +139,8 @@ def ixi(data: Path, work: Path, n: int) -> list[str]:
     return lines
 
 
-def degraded(data: Path, work: Path, participants: list[str]) -> list[str]:
+def degraded(data: Path, work: Path, participants: list[str], model: Path | None
+             ) -> list[str]:
     source = data / "mindboggle-oasis"
     bids = work / "degraded"
     bids.mkdir(parents=True, exist_ok=True)
@@ -153,7 +157,7 @@ def degraded(data: Path, work: Path, participants: list[str]) -> list[str]:
                 nib.save(degrade(img, kind, rng), name.with_suffix(".nii.gz"))
                 name.with_suffix(".json").write_text(json.dumps({"SkullStripped": True}))
     out = work / "degraded-derivatives"
-    run_participant(bids, out, participants, work / "degraded-work")
+    run_participant(bids, out, participants, work / "degraded-work", model)
     table = label_table()
     lines = ["# Held-out Mindboggle, degraded, vs manual labels (1 mm grid)",
              "degradation\tcortical\tnon-cortical\twhite-matter\tall"]
@@ -183,12 +187,15 @@ def main() -> None:
     p.add_argument("data", type=Path, help="the shared data folder (ixi/, mindboggle-oasis/)")
     p.add_argument("--work", type=Path, required=True)
     p.add_argument("--ixi", type=int, default=8, help="IXI subjects, evenly spaced")
-    p.add_argument("--participants", nargs="+", default=["13", "14", "15", "16"])
+    p.add_argument("--participants", nargs="*", default=["13", "14", "15", "16"],
+                   help="held-out Mindboggle subjects to degrade (none: IXI only)")
+    p.add_argument("--model", type=Path, help="weights to evaluate (default: the shipped)")
     p.add_argument("--out", type=Path, required=True)
     args = p.parse_args()
     os.environ.setdefault("TEMPLATEFLOW_HOME", str(args.data / "templateflow"))
-    lines = ixi(args.data, args.work, args.ixi) + [""]
-    lines += degraded(args.data, args.work, args.participants)
+    lines = ixi(args.data, args.work, args.ixi, args.model)
+    if args.participants:
+        lines += [""] + degraded(args.data, args.work, args.participants, args.model)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text("\n".join(lines) + "\n")
     print("\n".join(lines))

@@ -1,6 +1,7 @@
 """The augmentation comparison's bookkeeping (the training itself is the train level's)."""
 
 import importlib.util
+import json
 from pathlib import Path
 
 import pytest
@@ -29,3 +30,31 @@ def test_scores_come_from_the_last_step(tmp_path):
     log.write_text(header + "1,1.0,1e-4,0.9,0.9,0.9,0.9\n2,0.9,1e-4,,,,\n")
     with pytest.raises(ValueError):  # an unfinished run is not scored by an earlier step
         compare.last_validation(log)
+
+
+def test_init_weights_must_not_have_seen_the_held_out(tmp_path):
+    weights = tmp_path / "eneuronet.pt"
+    weights.write_bytes(b"")
+    with pytest.raises(ValueError, match="missing"):
+        compare.untouched_by(weights, ["13"])
+    card = {"training": {"train_participants": ["01", "02", "13"]}}
+    weights.with_name("model_card.json").write_text(json.dumps(card))
+    compare.untouched_by(weights, ["14", "sub-15"])
+    with pytest.raises(ValueError, match="13"):
+        compare.untouched_by(weights, ["sub-13", "14"])
+
+
+def test_the_shipped_weights_never_saw_the_documented_held_out_group():
+    shipped = Path(__file__).parents[1] / "eneuronet_bids" / "data" / "model" / "eneuronet.pt"
+    compare.untouched_by(shipped, ["13", "14", "15", "16"])
+    with pytest.raises(ValueError):
+        compare.untouched_by(shipped, ["12"])
+
+
+def test_ixi_score_is_read_back_from_a_finished_evaluation(tmp_path):
+    (tmp_path / "ixi.tsv").write_text("# IXI vs DLMUSE, coarse structures\n"
+                                      "participant\tmean_dice\nsub-002\t0.3\nmean\t0.3567\n")
+    assert compare.ixi_dice(None, tmp_path) == 0.3567  # cached: nothing is run
+    (tmp_path / "ixi.tsv").write_text("participant\tmean_dice\n")
+    with pytest.raises(ValueError, match="no mean row"):
+        compare.ixi_dice(None, tmp_path)
