@@ -9,7 +9,9 @@ held out once. Every model is scored by the training loop's validation Dice *at 
 arms are summarised as mean and standard deviation over folds and seeds.
 
 Re-running continues: finished runs are read back, interrupted ones resume from their last
-checkpoint (for machines that cap each job's time). On a GPU machine:
+checkpoint (for machines that cap each job's time); runs are named by arm, fold and seed
+only, so give each design (steps, held-out group, starting weights) its own ``--work``.
+On a GPU machine:
 
     python scripts/compare_augmentation.py ../shared/data --work ../augcmp \\
         --steps 3000 --folds 4 --seeds 0 1 --out docs/augmentation_comparison.tsv
