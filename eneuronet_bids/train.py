@@ -315,8 +315,12 @@ def _train(config: TrainConfig, group: distributed.Group, device: torch.device, 
         log.info("resumed at step %d", step)
         if group.main:
             _truncate_log(config.output_dir / "training_log.csv", step)
-    elif config.init_weights is not None:
-        _warm_start(model, config.init_weights)
+    else:
+        if config.init_weights is not None:
+            _warm_start(model, config.init_weights)
+        if group.main:  # a fresh start: what an interrupted earlier run left here is not ours
+            _truncate_log(config.output_dir / "training_log.csv", 0)
+            best_path.unlink(missing_ok=True)
     net = distributed.wrap(model, group, device)
     sampler = PatchSampler(examples, config.patch_size, rng, warped, config.registration_p)
     elastic = RandomElastic(p=0.5 if config.augment != "none" else 0.0)

@@ -86,6 +86,23 @@ def test_resume_continues_exactly(data):
     assert log_a == (halves / "training_log.csv").read_text()
 
 
+def test_a_fresh_start_ignores_what_an_interrupted_run_left(data):
+    """A run killed before its first checkpoint leaves log rows and maybe best.pt behind;
+    --resume then has nothing to resume from, and the new run must neither append to that
+    log nor export those weights."""
+    common = ("--steps", "2", "--augment", "none", "--val-participants", "99",
+              "--random-seed", "3")
+    clean, rerun = data["root"] / "clean", data["root"] / "rerun"
+    assert _train(data, clean, *common) == EXIT_OK
+    rerun.mkdir()
+    (rerun / "training_log.csv").write_text(
+        (clean / "training_log.csv").read_text().splitlines()[0] + "\n1,9.0,1e-06,,,,\n")
+    torch.save({"model": {}, "step": 1, "scores": None}, rerun / "best.pt")
+    assert _train(data, rerun, *common, "--resume") == EXIT_OK
+    assert (rerun / "training_log.csv").read_text() == (clean / "training_log.csv").read_text()
+    load_model(rerun / "model" / "eneuronet.pt", torch.device("cpu"))
+
+
 def test_registration_without_unlabelled_is_a_usage_error(data):
     assert _train(data, data["root"] / "bad", "--augment", "registration") == EXIT_USAGE
 
