@@ -303,6 +303,7 @@ def _train(config: TrainConfig, group: distributed.Group, device: torch.device, 
     optimiser = torch.optim.Adam(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     ckpt_path = config.output_dir / "checkpoint.pt"
     best_path = config.output_dir / "best.pt"
+    log_csv = config.output_dir / "training_log.csv"
     step, best = 0, -1.0
     history: list[dict] = []
     if config.resume and ckpt_path.exists():
@@ -314,18 +315,17 @@ def _train(config: TrainConfig, group: distributed.Group, device: torch.device, 
         rng.bit_generator.state = state["numpy_rng"]
         log.info("resumed at step %d", step)
         if group.main:
-            _truncate_log(config.output_dir / "training_log.csv", step)
+            _truncate_log(log_csv, step)
     else:
         if config.init_weights is not None:
             _warm_start(model, config.init_weights)
         if group.main:  # a fresh start: what an interrupted earlier run left here is not ours
-            _truncate_log(config.output_dir / "training_log.csv", 0)
+            log_csv.unlink(missing_ok=True)
             best_path.unlink(missing_ok=True)
     net = distributed.wrap(model, group, device)
     sampler = PatchSampler(examples, config.patch_size, rng, warped, config.registration_p)
     elastic = RandomElastic(p=0.5 if config.augment != "none" else 0.0)
     intensity = Compose([RandomGamma(), RandomContrast(), RandomBiasField(), RandomNoise()])
-    log_csv = config.output_dir / "training_log.csv"
 
     def checkpoint() -> None:
         _save_atomic({"model": model.state_dict(), "optimiser": optimiser.state_dict(),
