@@ -1,8 +1,8 @@
 """Entry point: ``eneuronet`` / ``run.py``. Exit codes are documented in the README:
 
 0 all images done (or skipped as complete); 1 one or more images failed; 2 bad command line,
-paths or dataset (for the group level: no complete participant outputs); 3 model file missing
-or corrupt.
+paths or dataset (for the group level: no complete participant outputs); 3 model file
+(``--model``, or ``--init-weights`` for train) corrupt or not made for this network.
 """
 
 from __future__ import annotations
@@ -133,6 +133,7 @@ def _group(args) -> int:
 
 
 def _train(args, work_dir: Path) -> int:
+    from .model_io import ModelError
     from .train import TrainConfig, run
 
     config = TrainConfig(
@@ -151,6 +152,9 @@ def _train(args, work_dir: Path) -> int:
     except ValueError as exc:
         log.error("%s", exc)
         return EXIT_USAGE
+    except ModelError as exc:
+        log.error("%s", exc)
+        return EXIT_MODEL
     log.info("written: %s", path)
     return EXIT_OK
 

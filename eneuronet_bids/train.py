@@ -30,7 +30,7 @@ from .infer import predict_probabilities, runtime_for
 from .labels import label_table, training_labels
 from .metrics import dice_per_class, summarise_dice
 from .model import ENeuroNet, ModelConfig, model_input
-from .model_io import export_model
+from .model_io import ModelError, export_model
 from .preprocess import preprocess, seed_ants
 from .resample import resample
 from .warp_augment import RegistrationSettings, WarpJob, content_key, plan_pairs, warp_all
@@ -278,6 +278,14 @@ def run(config: TrainConfig) -> Path:
 def _train(config: TrainConfig, group: distributed.Group, device: torch.device, use_bf16: bool,
            rng: np.random.Generator) -> Path:
 
+    table = label_table()
+    model = ENeuroNet(ModelConfig(n_classes=len(table), dropout=config.dropout)).to(device)
+    model = model.to(memory_format=torch.channels_last_3d)
+    ckpt_path = config.output_dir / "checkpoint.pt"
+    resuming = config.resume and ckpt_path.exists()
+    if config.init_weights is not None and not resuming:
+        _warm_start(model, config.init_weights)  # before the slow preprocessing: fail at once
+
     pairs = find_labelled(config)
     val_ids = {p.removeprefix("sub-") for p in config.val_participants}
     train_pairs = [p for p in pairs if p[0] not in val_ids]
@@ -297,16 +305,12 @@ def _train(config: TrainConfig, group: distributed.Group, device: torch.device, 
     if group.main:
         group.barrier()
 
-    table = label_table()
-    model = ENeuroNet(ModelConfig(n_classes=len(table), dropout=config.dropout)).to(device)
-    model = model.to(memory_format=torch.channels_last_3d)
     optimiser = torch.optim.Adam(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
-    ckpt_path = config.output_dir / "checkpoint.pt"
     best_path = config.output_dir / "best.pt"
     log_csv = config.output_dir / "training_log.csv"
     step, best = 0, -1.0
     history: list[dict] = []
-    if config.resume and ckpt_path.exists():
+    if resuming:
         state = torch.load(ckpt_path, map_location=device, weights_only=False)
         model.load_state_dict(state["model"])
         optimiser.load_state_dict(state["optimiser"])
@@ -316,12 +320,9 @@ def _train(config: TrainConfig, group: distributed.Group, device: torch.device, 
         log.info("resumed at step %d", step)
         if group.main:
             _truncate_log(log_csv, step)
-    else:
-        if config.init_weights is not None:
-            _warm_start(model, config.init_weights)
-        if group.main:  # a fresh start: what an interrupted earlier run left here is not ours
-            log_csv.unlink(missing_ok=True)
-            best_path.unlink(missing_ok=True)
+    elif group.main:  # a fresh start: what an interrupted earlier run left here is not ours
+        log_csv.unlink(missing_ok=True)
+        best_path.unlink(missing_ok=True)
     net = distributed.wrap(model, group, device)
     sampler = PatchSampler(examples, config.patch_size, rng, warped, config.registration_p)
     elastic = RandomElastic(p=0.5 if config.augment != "none" else 0.0)
@@ -401,16 +402,31 @@ def _train(config: TrainConfig, group: distributed.Group, device: torch.device, 
 
 
 def _warm_start(model: ENeuroNet, path: Path) -> None:
-    blob = torch.load(path, map_location="cpu", weights_only=False)
-    old = blob.get("state_dict") or blob["model"]
-    new = model.state_dict()
-    for name, value in old.items():
-        target = new[name]
-        if value.shape == target.shape:
-            target.copy_(value)
-        else:  # more input channels now: copy the old ones, leave the new ones at zero
+    """Copy the weights of a model file or checkpoint into ``model``; raises ModelError
+    (one line) for a file that is damaged, not ours, or made for another network or label
+    table. Weights of a network with fewer input channels fill the first ones; the new
+    channels start at zero."""
+    try:
+        blob = torch.load(path, map_location="cpu", weights_only=False)
+        old = blob.get("state_dict") or blob["model"]
+        shapes = {name: tuple(value.shape) for name, value in old.items()}
+    except Exception as exc:  # torch and pickle raise many types for a damaged file
+        raise ModelError(f"--init-weights {path} is corrupt or not an E-NeuroNet model or "
+                         f"checkpoint ({type(exc).__name__})") from exc
+    labels = label_table().indices.tolist()
+    if blob.get("labels", labels) != labels:
+        raise ModelError(f"--init-weights {path} was trained for another label table")
+    for name, target in model.state_dict().items():
+        shape = shapes.get(name)
+        if shape == tuple(target.shape):
+            target.copy_(old[name])
+        elif (shape is not None and len(shape) == target.dim() > 1 and shape[0] == target.shape[0]
+              and shape[2:] == target.shape[2:] and shape[1] < target.shape[1]):
             target.zero_()
-            target[:, : value.shape[1]].copy_(value)
+            target[:, : shape[1]].copy_(old[name])
+        else:
+            raise ModelError(f"--init-weights {path} does not fit this network ({name}: "
+                             f"{shape or 'missing'} against {tuple(target.shape)})")
     log.info("warm start from %s", path)
 
 

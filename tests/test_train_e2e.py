@@ -12,9 +12,9 @@ import numpy as np
 import pytest
 import torch
 
-from eneuronet_bids.cli import EXIT_OK, EXIT_USAGE, main
+from eneuronet_bids.cli import EXIT_MODEL, EXIT_OK, EXIT_USAGE, main
 from eneuronet_bids.labels import label_table
-from eneuronet_bids.model_io import load_model
+from eneuronet_bids.model_io import load_model, shipped_model
 
 pytestmark = pytest.mark.e2e
 REPO = Path(__file__).resolve().parents[1]
@@ -101,6 +101,37 @@ def test_a_fresh_start_ignores_what_an_interrupted_run_left(data):
     assert _train(data, rerun, *common, "--resume") == EXIT_OK
     assert (rerun / "training_log.csv").read_text() == (clean / "training_log.csv").read_text()
     load_model(rerun / "model" / "eneuronet.pt", torch.device("cpu"))
+
+
+def _truncated(blob: dict, path: Path) -> None:
+    torch.save(blob, path)
+    path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+
+
+def _other_label_table(blob: dict, path: Path) -> None:
+    torch.save({**blob, "labels": blob["labels"][:-1]}, path)
+
+
+def _other_network(blob: dict, path: Path) -> None:  # a checkpoint of a 50-class network
+    state = {k: v[:50] if k.startswith("classifier") else v for k, v in blob["state_dict"].items()}
+    torch.save({"model": state, "step": 10}, path)
+
+
+@pytest.mark.parametrize("damage, message", [
+    (_truncated, "is corrupt or not an E-NeuroNet model or checkpoint"),
+    (_other_label_table, "was trained for another label table"),
+    (_other_network, "does not fit this network (classifier.weight"),
+])
+def test_unusable_init_weights_exit_3_before_any_work(data, tmp_path, caplog, damage, message):
+    weights = tmp_path / "init.pt"
+    damage(torch.load(shipped_model(), weights_only=True), weights)
+    out = tmp_path / "out"
+    assert _train(data, out, "--steps", "2", "--init-weights", str(weights),
+                  "-w", str(tmp_path / "work")) == EXIT_MODEL
+    errors = [r.getMessage() for r in caplog.records if r.levelname == "ERROR"]
+    assert len(errors) == 1 and message in errors[0] and "\n" not in errors[0]
+    assert not [f for f in (tmp_path / "work").rglob("*") if f.is_file()]  # nothing preprocessed
+    assert not any(out.iterdir())
 
 
 def test_registration_without_unlabelled_is_a_usage_error(data):
