@@ -78,7 +78,10 @@ def model_card_markdown(card: dict) -> str:
               f"- training participants: {', '.join(tr.get('train_participants', []))}",
               f"- validation participants (never trained on): "
               f"{', '.join(tr.get('val_participants', []))}",
-              f"- configuration: `{json.dumps(tr.get('config', {}))}`", ""]
+              f"- configuration: `{json.dumps(tr.get('config', {}))}`"]
+    if tr.get("warm_start"):
+        lines.append(f"- warm-started: {tr['warm_start']}")
+    lines.append("")
     val = card.get("validation")
     if val:
         lines += ["## Validation Dice (model grid, held-out participants)", "",
