@@ -198,14 +198,15 @@ def write_group_outputs(paths: GroupPaths, volumes: str, qc: str, report: str) -
 
 def write_image_outputs(paths: OutputPaths, *, unit: WorkUnit, bids_dir: Path,
                         native: nib.Nifti1Image, labels: np.ndarray, preproc: np.ndarray,
-                        mask: np.ndarray, xfm: Path, volumes: dict[str, float], qc: dict,
+                        skull_stripped: bool, mask: np.ndarray, xfm: Path, volumes: dict[str, float], qc: dict,
                         report_html: str, provenance: dict,
                         probabilities: np.ndarray | None = None) -> None:
     """Write one image's derivatives; the dseg sidecar goes last (the completion marker)."""
     paths.dseg_json.unlink(missing_ok=True)
     source = [bids_uri(unit, bids_dir)]
     write_nifti(paths.preproc, preproc, native, np.float32)
-    write_json(paths.preproc_json, {"Sources": source, "SkullStripped": False,
+    # The preprocessed image is the input bias-corrected: a brain if the input was one.
+    write_json(paths.preproc_json, {"Sources": source, "SkullStripped": skull_stripped,
                                     "Description": "N4 bias-field corrected T1w, native grid"})
     write_nifti(paths.mask, mask, native, np.uint8)
     write_json(paths.mask_json, {"Sources": source, "Type": "Brain", "RawSources": source})

@@ -122,7 +122,8 @@ class _Worker:
         t0 = time.perf_counter()
         outputs.write_image_outputs(
             paths, unit=unit, bids_dir=cfg.bids_dir, native=prep.native, labels=labels,
-            preproc=prep.bias_corrected, mask=prep.brain_mask.astype(np.uint8),
+            preproc=prep.bias_corrected, skull_stripped=skull_stripped,
+            mask=prep.brain_mask.astype(np.uint8),
             xfm=prep.ants_transform, volumes=volumes, qc=verdict.to_dict(), report_html=html,
             provenance={**provenance, "StageTimings": _rounded(timings)},
             probabilities=native_probs,

@@ -73,3 +73,26 @@ def test_nifti_written_with_input_grid(tmp_path):
     out = nib.load(tmp_path / "a.nii.gz")
     assert out.shape == (3, 4, 5) and np.allclose(out.affine, like.affine)
     assert out.get_data_dtype() == np.int16
+
+
+@pytest.mark.parametrize("skull_stripped", [False, True])
+def test_image_outputs_complete_and_preproc_sidecar_says_if_skull_stripped(tmp_path,
+                                                                          skull_stripped):
+    like = nib.Nifti1Image(np.zeros((4, 4, 4), np.float32), np.eye(4))
+    labels = np.zeros((4, 4, 4), np.int16)
+    labels[1:3, 1:3, 1:3] = 17
+    xfm = tmp_path / "rigid.mat"
+    xfm.write_bytes(b"transform")
+    paths = outputs.output_paths(tmp_path / "out", unit(subject="01"))
+    paths.dseg.parent.mkdir(parents=True)
+    outputs.write_image_outputs(
+        paths, unit=WorkUnit(Path("/bids/sub-01/anat/sub-01_T1w.nii.gz"), {"subject": "01"}),
+        bids_dir=Path("/bids"), native=like, labels=labels, preproc=np.ones((4, 4, 4)),
+        skull_stripped=skull_stripped, mask=(labels > 0).astype(np.uint8), xfm=xfm,
+        volumes=volumes_by_name(labels, 1.0), qc={"verdict": "pass"}, report_html="<html/>",
+        provenance={"Device": "cpu"})
+    assert outputs.is_complete(paths)
+    side = json.loads(paths.preproc_json.read_text())
+    assert side["SkullStripped"] is skull_stripped
+    assert side["Sources"] == ["bids:raw:sub-01/anat/sub-01_T1w.nii.gz"]
+    assert paths.xfm.read_bytes() == b"transform"
