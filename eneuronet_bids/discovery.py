@@ -9,8 +9,10 @@ from pathlib import Path
 
 log = logging.getLogger(__name__)
 
-#: Entities of a T1w that distinguish images and carry into the output names, in BIDS order.
-NAME_ENTITIES = ("subject", "session", "acquisition", "ceagent", "reconstruction", "run")
+#: Entities a T1w may have (BIDS 1.10), in BIDS order: they distinguish images (echoes of a
+#: multi-echo MPRAGE, MP2RAGE inversions, magnitude and phase) and carry into the output names.
+NAME_ENTITIES = ("subject", "session", "task", "acquisition", "ceagent", "reconstruction", "run",
+                 "echo", "flip", "inv", "mt", "part", "chunk")
 
 
 class DiscoveryError(ValueError):

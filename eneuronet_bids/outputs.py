@@ -17,7 +17,7 @@ import numpy as np
 
 from . import __version__
 from .atomic import write_atomic, write_text
-from .discovery import WorkUnit
+from .discovery import NAME_ENTITIES, WorkUnit
 from .labels import label_table
 from .templates import TEMPLATE
 
@@ -25,9 +25,10 @@ PIPELINE = "eneuronet"
 DESC = "DKTaseg"
 BIDS_VERSION = "1.10.0"
 CODE_URL = "https://github.com/eneuronet/eneuronet"
+_SHORT = {"subject": "sub", "session": "ses", "acquisition": "acq", "ceagent": "ce",
+          "reconstruction": "rec"}
 #: BIDS entities that carry from a T1w into its output names: (long name, short name).
-ENTITY_KEYS = (("subject", "sub"), ("session", "ses"), ("acquisition", "acq"),
-               ("ceagent", "ce"), ("reconstruction", "rec"), ("run", "run"))
+ENTITY_KEYS = tuple((key, _SHORT.get(key, key)) for key in NAME_ENTITIES)
 
 
 @dataclass(frozen=True)

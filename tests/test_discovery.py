@@ -80,3 +80,39 @@ def test_bad_filter_file(tmp_path):
     f.write_text("{not json")
     with pytest.raises(DiscoveryError, match="bids-filter-file"):
         load_filter_file(f)
+
+
+def test_every_t1w_entity_keeps_images_apart_in_the_outputs(tmp_path):
+    """Multi-echo (MEMPRAGE), MP2RAGE inversions and magnitude/phase parts are separate T1w
+    images; their outputs must not share names (one would be taken for the other's)."""
+    from bids import BIDSLayout
+
+    from eneuronet_bids import outputs
+
+    ds = tmp_path / "ds"
+    anat = ds / "sub-01" / "ses-1" / "anat"
+    anat.mkdir(parents=True)
+    (ds / "dataset_description.json").write_text('{"Name": "x", "BIDSVersion": "1.10.0"}')
+    names = ["sub-01_ses-1_echo-1_T1w", "sub-01_ses-1_echo-2_T1w", "sub-01_ses-1_inv-2_T1w",
+             "sub-01_ses-1_acq-mp2rage_run-01_part-mag_T1w",
+             "sub-01_ses-1_acq-mp2rage_run-01_part-phase_T1w", "sub-01_ses-1_task-rest_T1w"]
+    for name in names:
+        (anat / f"{name}.nii.gz").write_bytes(b"")
+    units = discover(ds)
+    out = tmp_path / "out"
+    dsegs = [outputs.output_paths(out, u).dseg for u in units]
+    # the output names carry the source's own entities, in the source's (BIDS) order
+    assert sorted(p.name.removesuffix("_desc-DKTaseg_dseg.nii.gz") for p in dsegs) == \
+        sorted(n.removesuffix("_T1w") for n in names)
+    for path in dsegs:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(b"")
+    (out / "dataset_description.json").write_text(json.dumps(
+        {"Name": "d", "BIDSVersion": "1.10.0", "DatasetType": "derivative",
+         "GeneratedBy": [{"Name": "eneuronet"}]}))
+    layout = BIDSLayout(str(ds), derivatives=[str(out)], validate=False)
+    for unit, path in zip(units, dsegs):
+        found = layout.derivatives.get_pipeline("eneuronet").get(
+            suffix="dseg", desc="DKTaseg", extension=".nii.gz", return_type="filename",
+            **unit.entities)
+        assert found == [str(path)]
