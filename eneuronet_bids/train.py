@@ -31,6 +31,7 @@ from .labels import label_table, training_labels
 from .metrics import dice_per_class, summarise_dice
 from .model import ENeuroNet, ModelConfig, model_input
 from .model_io import ModelError, export_model
+from .outputs import entities_from_name
 from .preprocess import preprocess, seed_ants
 from .resample import resample
 from .warp_augment import RegistrationSettings, WarpJob, content_key, plan_pairs, warp_all
@@ -96,16 +97,19 @@ class Example:
 
 
 def find_labelled(config: TrainConfig) -> list[tuple[str, WorkUnit, Path]]:
-    """(participant, T1w, label map) for every labelled T1w of the dataset."""
-
+    """(participant, T1w, label map) for every labelled T1w of the dataset. A label map
+    belongs to the T1w whose entities (sub, ses, acq, run, ...) its name carries, no more and
+    no fewer, so that one run's map is never paired with another run's image."""
     pairs = []
     for unit in discover(config.bids_dir, participants=config.participants, validate=False):
-        ent = {k: v for k, v in unit.entities.items() if k in ("subject", "session", "acquisition", "run")}
-        pattern = "sub-{subject}".format(**ent)
-        folder = config.labels_dir / pattern
+        ent = unit.entities
+        folder = config.labels_dir / f"sub-{ent['subject']}"
         if "session" in ent:
             folder = folder / f"ses-{ent['session']}"
-        hits = sorted((folder / "anat").glob(f"{pattern}*_desc-{config.labels_desc}_dseg.nii*"))
+        own = {k: str(v) for k, v in ent.items()}
+        hits = [h for h in sorted((folder / "anat").glob(
+                    f"sub-{ent['subject']}_*desc-{config.labels_desc}_dseg.nii*"))
+                if entities_from_name(h.name) == own]
         if not hits:
             log.warning("no %s label map for %s; skipped", config.labels_desc, unit.path.name)
             continue

@@ -5,7 +5,8 @@ import torch.nn.functional as F
 
 from eneuronet_bids.augment import (Compose, RandomBiasField, RandomContrast, RandomGamma,
                                     RandomNoise)
-from eneuronet_bids.train import Example, PatchSampler, TrainConfig, _lr_at, segmentation_loss
+from eneuronet_bids.train import (Example, PatchSampler, TrainConfig, _lr_at, find_labelled,
+                                  segmentation_loss)
 
 
 def test_loss_matches_one_hot_dice_plus_cross_entropy():
@@ -154,3 +155,28 @@ def test_array_cache_makes_once_and_leaves_nothing_on_failure(tmp_path):
     with pytest.raises(RuntimeError):
         cached(tmp_path / "sub" / "y.npz", lambda: {"a": Unwritable()})
     assert sorted(p.name for p in path.parent.iterdir()) == ["x.npz"]
+
+
+def test_each_t1w_is_paired_with_its_own_label_map(tmp_path):
+    """Two runs of one participant each have a label map; the other's must never be taken."""
+    bids, labels = tmp_path / "bids", tmp_path / "labels"
+    for root in (bids, labels):
+        root.mkdir()
+        (root / "dataset_description.json").write_text('{"Name": "x", "BIDSVersion": "1.10.0"}')
+    for name, has_labels in (("sub-01_run-1", True), ("sub-01_run-2", True),
+                             ("sub-02", True), ("sub-03_acq-fast", False)):
+        sub = name.split("_")[0]
+        (bids / sub / "anat").mkdir(parents=True, exist_ok=True)
+        (bids / sub / "anat" / f"{name}_T1w.nii.gz").write_bytes(b"")
+        if has_labels:
+            (labels / sub / "anat").mkdir(parents=True, exist_ok=True)
+            (labels / sub / "anat" / f"{name}_desc-DKT31aseg_dseg.nii.gz").write_bytes(b"")
+    (labels / "sub-03" / "anat").mkdir(parents=True)  # a map for another T1w of sub-03 only
+    (labels / "sub-03" / "anat" / "sub-03_desc-DKT31aseg_dseg.nii.gz").write_bytes(b"")
+    pairs = find_labelled(TrainConfig(bids_dir=bids, output_dir=tmp_path / "out",
+                                      labels_dir=labels))
+    assert [(p, t1w.path.name, lab.name) for p, t1w, lab in pairs] == [
+        ("01", "sub-01_run-1_T1w.nii.gz", "sub-01_run-1_desc-DKT31aseg_dseg.nii.gz"),
+        ("01", "sub-01_run-2_T1w.nii.gz", "sub-01_run-2_desc-DKT31aseg_dseg.nii.gz"),
+        ("02", "sub-02_T1w.nii.gz", "sub-02_desc-DKT31aseg_dseg.nii.gz"),
+    ]
