@@ -56,8 +56,8 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto",
                    help="where the network runs; auto picks CUDA when present")
     g.add_argument("-w", "--work-dir", type=_abspath, default=None,
-                   help="folder for intermediate files and caches (default: "
-                        "<output_dir>/../work or a temporary folder)")
+                   help="folder for intermediate files and caches, kept for reuse "
+                        "(default: a temporary folder, removed at exit)")
 
     g = p.add_argument_group("Options for the parcellation")
     g.add_argument("--model", type=_abspath, default=None,
