@@ -65,7 +65,9 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--skull-stripped", action="store_true",
                    help="treat every T1w as already skull-stripped (otherwise a T1w is "
                         "skull-stripped only when its sidecar says \"SkullStripped\": true)")
-    g.add_argument("--random-seed", type=int, default=0, help="seed for every random choice")
+    g.add_argument("--random-seed", type=int, default=0,
+                   help="seed (>= 0) for every random choice; results are identical for a "
+                        "given seed with --omp-nthreads 1")
     g.add_argument("--force", action="store_true",
                    help="recompute images whose outputs are already complete")
     g.add_argument("--save-probabilities", action="store_true",
@@ -133,6 +135,8 @@ def validate_paths(args: argparse.Namespace) -> None:
         raise UsageError(f"--model {args.model} does not exist")
     if args.nprocs < 1 or (args.omp_nthreads is not None and args.omp_nthreads < 1):
         raise UsageError("--nprocs and --omp-nthreads must be at least 1")
+    if args.random_seed < 0:
+        raise UsageError("--random-seed must be 0 or more")
     if args.analysis_level == "train":
         if args.labels is None or not args.labels.is_dir():
             raise UsageError("the train level needs --labels DIR, an existing derivatives folder")

@@ -182,8 +182,8 @@ def warped_examples(examples: list[Example], config: TrainConfig,
         key = content_key(ex.image, ex.classes, fixed[f], settings=settings)
         jobs.append(WarpJob(m, f, ex.image, ex.classes, fixed[f],
                             config.work_dir / "registration_cache" / f"{m}_to_{f}_{key}.npz",
-                            settings, config.seed))
-    warped = warp_all(jobs, config.nprocs)
+                            settings))
+    warped = warp_all(jobs, config.nprocs, config.seed)
     return [Example(f"{j.moving_id}->{j.fixed_id}", image, classes)
             for j, (image, classes) in zip(jobs, warped)]
 

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import os
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,6 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from .array_cache import cached
+from .preprocess import seed_ants
 
 log = logging.getLogger(__name__)
 
@@ -48,7 +48,6 @@ class WarpJob:
     fixed_image: np.ndarray
     cache: Path
     settings: RegistrationSettings
-    seed: int
 
 
 def content_key(*arrays: np.ndarray, settings: RegistrationSettings) -> str:
@@ -83,7 +82,7 @@ def warp_pair(job: WarpJob) -> tuple[np.ndarray, np.ndarray]:
                                 reg_iterations=job.settings.syn_iterations,
                                 aff_iterations=job.settings.affine_iterations,
                                 aff_shrink_factors=(8, 4, 2, 1),
-                                aff_smoothing_sigmas=(3, 2, 1, 0), random_seed=job.seed)
+                                aff_smoothing_sigmas=(3, 2, 1, 0))
         image = ants.apply_transforms(fixed, moving, reg["fwdtransforms"], interpolator="linear")
         labels = ants.apply_transforms(
             fixed, ants.from_numpy(job.moving_classes.astype(np.float32)),
@@ -95,17 +94,14 @@ def warp_pair(job: WarpJob) -> tuple[np.ndarray, np.ndarray]:
     return z["image"].astype(np.float32), z["classes"]
 
 
-def _init_worker(threads: int) -> None:
-    os.environ["ITK_GLOBAL_DEFAULT_NUMBER_OF_THREADS"] = str(threads)
-
-
-def warp_all(jobs: list[WarpJob], nprocs: int) -> list[tuple[np.ndarray, np.ndarray]]:
-    """Run the registrations, ``nprocs`` at a time (one ITK thread each); cached ones are
-    read back without registering."""
+def warp_all(jobs: list[WarpJob], nprocs: int, seed: int) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Run the registrations in ``nprocs`` worker processes (one ITK thread each: identical
+    results for a given ``seed``); cached ones are read back without registering."""
     todo = sum(not j.cache.exists() for j in jobs)
     log.info("registration augmentation: %d pairs, %d to register (%d cached)",
              len(jobs), todo, len(jobs) - todo)
-    if nprocs <= 1 or todo <= 1:  # in this process, with the threads seed_ants gave ITK
+    if not todo:
         return [warp_pair(j) for j in jobs]
-    with ProcessPoolExecutor(nprocs, initializer=_init_worker, initargs=(1,)) as pool:
+    with ProcessPoolExecutor(max(1, min(nprocs, todo)), initializer=seed_ants,
+                             initargs=(seed, 1)) as pool:
         return list(pool.map(warp_pair, jobs))

@@ -82,3 +82,9 @@ def test_train_needs_labels_and_valid_patch(bids, tmp_path):
     with pytest.raises(UsageError, match="patch-size"):
         validate_paths(parse_args([str(bids), str(tmp_path / "o"), "train",
                                    "--labels", str(tmp_path), "--patch-size", "40"]))
+
+
+def test_negative_random_seed_is_refused(bids, tmp_path):
+    args = parse_args([str(bids), str(tmp_path / "o"), "participant", "--random-seed", "-1"])
+    with pytest.raises(UsageError, match="--random-seed"):
+        validate_paths(args)

@@ -1,4 +1,9 @@
+import os
+import subprocess
+import sys
+
 import numpy as np
+import pytest
 from scipy import ndimage
 from scipy.spatial.transform import Rotation
 
@@ -51,3 +56,29 @@ def _tissue_mask_whole_volume(mask, data):
     opened = ndimage.binary_opening(mask & (data > csf_tissue), iterations=1)
     tight = ndimage.binary_fill_holes(_largest_component(opened))
     return ndimage.binary_closing(tight, iterations=2) & mask
+
+
+_TWICE = """
+import sys
+from pathlib import Path
+import numpy as np
+from eneuronet_bids.preprocess import preprocess, seed_ants
+runs = []
+for i in range(2):
+    seed_ants(0, 1)
+    runs.append(preprocess(Path(sys.argv[1]), skull_stripped=True, workdir=Path(sys.argv[2]) / str(i)))
+assert np.array_equal(runs[0].template_to_native, runs[1].template_to_native), "rigid alignment"
+assert np.array_equal(runs[0].image, runs[1].image), "grid image"
+"""
+
+
+@pytest.mark.e2e
+def test_preprocessing_is_identical_for_the_default_seed(shared, tmp_path):
+    """The default --random-seed 0 must fix ANTs' metric sampling too (ANTs reads a seed of 0
+    as none): the same image twice, one ITK thread, the same rigid alignment and grid image.
+    In a fresh process: ITK keeps the thread count it first started with."""
+    t1w = shared / "mindboggle-oasis" / "sub-13" / "anat" / "sub-13_T1w.nii.gz"
+    proc = subprocess.run([sys.executable, "-c", _TWICE, str(t1w), str(tmp_path)],
+                          capture_output=True, text=True,
+                          env={**os.environ, "ITK_GLOBAL_DEFAULT_NUMBER_OF_THREADS": "1"})
+    assert proc.returncode == 0, proc.stderr[-2000:]

@@ -126,7 +126,7 @@ def test_warp_pair_registers_a_shifted_blob_and_caches(tmp_path):
     fixed = ball((23, 20, 20), 11).astype(np.float32)
     job = WarpJob("01", "a", moving_classes.astype(np.float32) / 3, moving_classes, fixed,
                   tmp_path / "pair.npz", RegistrationSettings(syn_iterations=(20, 10, 0),
-                                                              affine_iterations=(50, 20, 0, 0)), 0)
+                                                              affine_iterations=(50, 20, 0, 0)))
     image, classes = warp_pair(job)
     assert set(np.unique(classes)) <= {0, 3}
     target = fixed > 0.5
