@@ -199,8 +199,8 @@ def write_group_outputs(paths: GroupPaths, volumes: str, qc: str, report: str) -
 
 def write_image_outputs(paths: OutputPaths, *, unit: WorkUnit, bids_dir: Path,
                         native: nib.Nifti1Image, labels: np.ndarray, preproc: np.ndarray,
-                        skull_stripped: bool, mask: np.ndarray, xfm: Path, volumes: dict[str, float], qc: dict,
-                        report_html: str, provenance: dict,
+                        skull_stripped: bool, mask: np.ndarray, xfm: Path,
+                        volumes: dict[str, float], qc: dict, report_html: str, provenance: dict,
                         probabilities: np.ndarray | None = None) -> None:
     """Write one image's derivatives; the dseg sidecar goes last (the completion marker)."""
     paths.dseg_json.unlink(missing_ok=True)

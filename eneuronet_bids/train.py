@@ -281,7 +281,6 @@ def run(config: TrainConfig) -> Path:
 
 def _train(config: TrainConfig, group: distributed.Group, device: torch.device, use_bf16: bool,
            rng: np.random.Generator) -> Path:
-
     table = label_table()
     model = ENeuroNet(ModelConfig(n_classes=len(table), dropout=config.dropout)).to(device)
     model = model.to(memory_format=torch.channels_last_3d)

@@ -66,7 +66,8 @@ from eneuronet_bids.preprocess import preprocess, seed_ants
 runs = []
 for i in range(2):
     seed_ants(0, 1)
-    runs.append(preprocess(Path(sys.argv[1]), skull_stripped=True, workdir=Path(sys.argv[2]) / str(i)))
+    runs.append(preprocess(Path(sys.argv[1]), skull_stripped=True,
+                           workdir=Path(sys.argv[2]) / str(i)))
 assert np.array_equal(runs[0].template_to_native, runs[1].template_to_native), "rigid alignment"
 assert np.array_equal(runs[0].image, runs[1].image), "grid image"
 """
