@@ -100,8 +100,10 @@ def degrade(img: nib.Nifti1Image, kind: str, rng: np.random.Generator) -> nib.Ni
 
 def run_participant(bids: Path, out: Path, labels: list[str], work: Path,
                     model: Path | None) -> None:
+    # One thread per image (images run side by side): the same numbers on every rerun.
     cmd = [sys.executable, str(REPO / "run.py"), str(bids), str(out), "participant",
-           "--participant-label", *labels, "--skip-bids-validation", "-w", str(work), "-q"]
+           "--participant-label", *labels, "--skip-bids-validation", "-w", str(work), "-q",
+           "--omp-nthreads", "1"]
     if model is not None:
         cmd += ["--model", str(model)]
     if subprocess.run(cmd).returncode != 0:
