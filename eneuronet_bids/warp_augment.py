@@ -95,13 +95,13 @@ def warp_pair(job: WarpJob) -> tuple[np.ndarray, np.ndarray]:
 
 
 def warp_all(jobs: list[WarpJob], nprocs: int, seed: int) -> list[tuple[np.ndarray, np.ndarray]]:
-    """Run the registrations in ``nprocs`` worker processes (one ITK thread each: identical
-    results for a given ``seed``); cached ones are read back without registering."""
+    """Run the registrations in up to ``nprocs`` worker processes, each asked for one ITK
+    thread and seeded with ``seed``; cached ones are read back without registering."""
     todo = sum(not j.cache.exists() for j in jobs)
     log.info("registration augmentation: %d pairs, %d to register (%d cached)",
              len(jobs), todo, len(jobs) - todo)
     if not todo:
         return [warp_pair(j) for j in jobs]
-    with ProcessPoolExecutor(max(1, min(nprocs, todo)), initializer=seed_ants,
+    with ProcessPoolExecutor(min(nprocs, todo), initializer=seed_ants,
                              initargs=(seed, 1)) as pool:
         return list(pool.map(warp_pair, jobs))
