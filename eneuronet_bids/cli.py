@@ -107,6 +107,7 @@ def _participant(args, work_dir: Path) -> int:
         model=args.model, device=args.device, skull_stripped=args.skull_stripped,
         force=args.force, seed=args.random_seed, omp_nthreads=args.omp_nthreads,
         nprocs=args.nprocs, save_probabilities=args.save_probabilities,
+        test_time_flip=args.test_time_flip,
     )
     try:
         results = run_participants(units, config)

@@ -45,7 +45,7 @@ def network_box(image: np.ndarray, margin: int = 8) -> tuple[slice, slice, slice
 
 @torch.inference_mode()
 def predict_probabilities(model: ENeuroNet, image: np.ndarray, device: torch.device,
-                          *, region: np.ndarray | None = None,
+                          *, region: np.ndarray | None = None, mirror: np.ndarray | None = None,
                           chunk: int = 1 << 19) -> torch.Tensor:
     """Softmax probabilities (C, X, Y, Z) as float16 on the CPU for a normalised grid image.
 
@@ -55,6 +55,11 @@ def predict_probabilities(model: ENeuroNet, image: np.ndarray, device: torch.dev
     classes cost as much as the rest of the network, and outside the brain they are wasted.
     Everything not classified is certain background.
 
+    With ``mirror`` (``LabelTable.mirrored()``) the image is also classified mirrored along
+    its first axis, which on the model grid is left-right about the template's midline, and
+    the two estimates are averaged, the mirrored one's hemisphere classes swapped back (test-
+    time flip, as in SynthSeg): one more forward pass for a steadier answer.
+
     The result is stored channels-last (each voxel's C values side by side), as the network
     computes them: the softmax then runs over a contiguous axis, which on the CPU is about
     five times faster.
@@ -62,9 +67,7 @@ def predict_probabilities(model: ENeuroNet, image: np.ndarray, device: torch.dev
     model.eval()
     use_bf16 = runtime_for(device.type)[1]
     box = network_box(image)
-    start = tuple(b.start for b in box)
-    x = torch.from_numpy(model_input(image[box], model.config, image.shape, start))[None]
-    x = x.to(device).contiguous(memory_format=torch.channels_last_3d)
+    block = image[box]
     n_classes = model.classifier.out_channels
     probs = torch.empty((1, n_classes, *image.shape), dtype=torch.float16,
                         memory_format=torch.channels_last_3d)[0].zero_()
@@ -73,16 +76,38 @@ def predict_probabilities(model: ENeuroNet, image: np.ndarray, device: torch.dev
     inside = np.zeros(image.shape, dtype=bool)
     inside[box] = True if region is None else region[box]
     targets = torch.from_numpy(np.flatnonzero(inside))
-    sources = torch.from_numpy(np.flatnonzero(inside[box]))
+    sources = np.flatnonzero(inside[box])
     weight = model.classifier.weight.view(n_classes, -1)
+
+    def features(x: np.ndarray, start: tuple[int, ...]) -> torch.Tensor:
+        """(voxels of the block, channels) features of a block at ``start`` of the grid."""
+        t = torch.from_numpy(model_input(x, model.config, image.shape, start))[None]
+        t = t.to(device).contiguous(memory_format=torch.channels_last_3d)
+        return model.features(t)[0].permute(1, 2, 3, 0).reshape(-1, weight.shape[1])
+
+    def classify(rows: torch.Tensor) -> torch.Tensor:
+        logits = torch.nn.functional.linear(rows, weight, model.classifier.bias)
+        return logits.float().softmax(-1)
+
     with torch.autocast(device.type, dtype=torch.bfloat16 if device.type == "cpu"
                         else torch.float16, enabled=use_bf16):
-        features = model.features(x)[0].permute(1, 2, 3, 0).reshape(-1, weight.shape[1])
+        passes = [(features(block, tuple(b.start for b in box)), torch.from_numpy(sources))]
+        if mirror is not None:
+            # The mirrored block sits at the mirrored place on the grid; a source voxel's
+            # features there are those of its mirror image.
+            start = (image.shape[0] - box[0].stop, box[1].start, box[2].start)
+            i, j, k = np.unravel_index(sources, block.shape)
+            mirrored = np.ravel_multi_index((block.shape[0] - 1 - i, j, k), block.shape)
+            passes.append((features(np.ascontiguousarray(block[::-1]), start),
+                           torch.from_numpy(mirrored)))
+            swap = torch.from_numpy(np.asarray(mirror)).to(device)
         for first in range(0, len(sources), chunk):
-            rows = features[sources[first:first + chunk].to(device)]
-            logits = torch.nn.functional.linear(rows, weight, model.classifier.bias)
+            estimates = [classify(f[rows[first:first + chunk].to(device)])
+                         for f, rows in passes]
+            if mirror is not None:
+                estimates[1] = estimates[1][:, swap]
             voxels[targets[first:first + chunk]] = (
-                logits.float().softmax(-1).to("cpu", torch.float16))
+                (sum(estimates) / len(estimates)).to("cpu", torch.float16))
     return probs
 
 

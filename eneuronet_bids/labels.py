@@ -22,6 +22,8 @@ LEFT_WM, RIGHT_WM = 2, 41
 
 _LEFT_SUBCORTICAL = {2, 4, 5, 6, 7, 10, 11, 12, 13, 17, 18, 26, 28, 30, 31, 91}
 _RIGHT_SUBCORTICAL = {41, 43, 44, 45, 46, 49, 50, 51, 52, 53, 54, 58, 60, 62, 63, 92}
+_HEMISPHERE_PREFIXES = (("Left-", "Right-"), ("Right-", "Left-"), ("ctx-lh-", "ctx-rh-"),
+                        ("ctx-rh-", "ctx-lh-"))
 
 
 @dataclass(frozen=True)
@@ -83,6 +85,25 @@ class LabelTable:
 
     def to_labels(self, classes: np.ndarray) -> np.ndarray:
         return self.indices[classes]
+
+    def mirrored(self) -> np.ndarray:
+        """Class index of each class's left-right counterpart (itself for midline classes):
+        what a class of a left-right mirrored image means in the original image."""
+        by_name = {lab.name: k for k, lab in enumerate(self.labels)}
+        partner = np.arange(len(self.labels))
+        for k, lab in enumerate(self.labels):
+            if lab.hemisphere is None:
+                continue
+            for a, b in _HEMISPHERE_PREFIXES:
+                if lab.name.startswith(a):
+                    other = by_name.get(b + lab.name[len(a):])
+                    break
+            else:
+                other = None
+            if other is None:
+                raise ValueError(f"label {lab.name} has no counterpart in the other hemisphere")
+            partner[k] = other
+        return partner
 
 
 @cache

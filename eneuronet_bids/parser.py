@@ -70,6 +70,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "given seed with --omp-nthreads 1")
     g.add_argument("--force", action="store_true",
                    help="recompute images whose outputs are already complete")
+    g.add_argument("--test-time-flip", action=argparse.BooleanOptionalAction, default=True,
+                   help="also classify the image mirrored left-right and average the two "
+                        "(one more forward pass); --no-test-time-flip for speed")
     g.add_argument("--save-probabilities", action="store_true",
                    help="also write each image's class probabilities on its own grid as a "
                         "4D _probseg.nii.gz (uint8, scaled by 1/255; about 100 volumes)")

@@ -41,6 +41,7 @@ class ParticipantConfig:
     omp_nthreads: int = 1
     nprocs: int = 1
     save_probabilities: bool = False
+    test_time_flip: bool = True
 
 
 @dataclass
@@ -80,7 +81,9 @@ class _Worker:
         # Classify the brain mask and the network's input, plus the two voxels trilinear
         # resampling to the native grid reads around them.
         region = ndimage.binary_dilation(grid_brain | (prep.image > 0), iterations=2)
-        probs = predict_probabilities(self.model, prep.image, self.device, region=region)
+        mirror = label_table().mirrored() if cfg.test_time_flip else None
+        probs = predict_probabilities(self.model, prep.image, self.device, region=region,
+                                      mirror=mirror)
         timings["model_forward"] = time.perf_counter() - t0
 
         t0 = time.perf_counter()
@@ -108,6 +111,7 @@ class _Worker:
                       "SHA256": self.model_info["sha256"]},
             "Device": str(self.device),
             "Threads": self.config.omp_nthreads,
+            "TestTimeFlip": cfg.test_time_flip,
             "Template": outputs.TEMPLATE,
             "Warnings": prep.warnings,
         }

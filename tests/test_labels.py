@@ -26,6 +26,22 @@ def test_class_round_trip_and_unknown_labels():
         table.to_classes(np.array([1032]))
 
 
+def test_mirrored_swaps_hemispheres_and_keeps_the_midline():
+    table = label_table()
+    partner = table.mirrored()
+    assert np.array_equal(partner[partner], np.arange(len(table)))
+    names = [lab.name for lab in table]
+    assert names[partner[names.index("ctx-lh-insula")]] == "ctx-rh-insula"
+    assert names[partner[names.index("Right-Hippocampus")]] == "Left-Hippocampus"
+    for k, lab in enumerate(table):
+        other = table.labels[partner[k]]
+        if lab.hemisphere is None:
+            assert partner[k] == k
+        else:
+            assert {lab.hemisphere, other.hemisphere} == {"left", "right"}
+            assert other.group == lab.group
+
+
 def test_training_labels_merges_poles_and_derives_white_matter():
     lab = np.zeros((12, 6, 6), dtype=np.int32)
     lab[0:2] = 1028  # left superior frontal

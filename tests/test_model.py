@@ -96,3 +96,20 @@ def test_only_the_region_is_classified(model):
                                        chunk=100)
     assert torch.equal(restricted[:, region], everything[:, region])
     assert (restricted[0][~region] == 1).all() and (restricted[1:, ~region] == 0).all()
+
+
+def test_test_time_flip_averages_the_mirrored_estimate(model):
+    # A left-right symmetric image: the mirrored pass sees exactly the plain pass's input, so
+    # its estimate at a voxel is the plain estimate at the mirror voxel, hemispheres swapped.
+    n_classes = model.config.n_classes
+    partner = np.arange(n_classes)
+    partner[[1, 2]] = [2, 1]
+    image = np.zeros((48, 48, 64), dtype=np.float32)
+    image[12:24, 14:34, 20:40] = np.random.default_rng(0).random((12, 20, 20))
+    image[24:36] = image[12:24][::-1]
+    image = image + image[::-1]
+    plain = predict_probabilities(model, image, torch.device("cpu")).float()
+    flipped = predict_probabilities(model, image, torch.device("cpu"), mirror=partner).float()
+    expected = (plain + plain.flip(1)[torch.from_numpy(partner)]) / 2
+    assert torch.allclose(flipped, expected, atol=2e-3)
+    assert not torch.allclose(flipped, plain, atol=2e-3)

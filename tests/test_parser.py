@@ -18,6 +18,9 @@ def test_defaults_and_thread_options(bids, tmp_path):
     args = parse_args([str(bids), str(tmp_path / "out"), "participant", "--nprocs", "3"])
     assert args.analysis_level == "participant"
     assert args.omp_nthreads == 3 and args.device == "auto" and args.random_seed == 0
+    assert args.test_time_flip
+    assert not parse_args([str(bids), str(tmp_path), "participant",
+                           "--no-test-time-flip"]).test_time_flip
     validate_paths(args)
     assert (tmp_path / "out").is_dir()
 

@@ -129,7 +129,7 @@ def test_volumes_and_sidecars(run):
     side = json.loads(paths.dseg_json.read_text())
     assert side["Sources"] == ["bids:raw:sub-otsu/anat/sub-otsu_T1w.nii.gz"]
     assert side["Model"]["SHA256"] == sha256(shipped_model())
-    assert side["Device"] == "cpu"
+    assert side["Device"] == "cpu" and side["TestTimeFlip"] is True
     for stage in ("bias_correction", "brain_extraction", "registration", "model_forward",
                   "resample_to_native", "total"):
         assert side["StageTimings"][stage] > 0

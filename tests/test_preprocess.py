@@ -7,6 +7,7 @@ import pytest
 from scipy import ndimage
 from scipy.spatial.transform import Rotation
 
+from eneuronet_bids import templates
 from eneuronet_bids.preprocess import (_largest_component, _otsu3, _rigid_matrix, _write_linear,
                                        rigid_part, tissue_mask)
 
@@ -62,6 +63,7 @@ _TWICE = """
 import sys
 from pathlib import Path
 import numpy as np
+from eneuronet_bids import templates
 from eneuronet_bids.preprocess import preprocess, seed_ants
 runs = []
 for i in range(2):
@@ -74,6 +76,15 @@ assert np.array_equal(runs[0].image, runs[1].image), "grid image"
 
 
 @pytest.mark.e2e
+def test_model_grid_is_symmetric_about_the_template_midline():
+    # The test-time flip mirrors the grid's first axis; that is a left-right mirror of the
+    # brain only if that axis runs left to right and the grid is centred on x = 0.
+    grid = templates.model_grid()
+    assert np.allclose(grid[:3, :3], np.eye(3))
+    centre = grid @ np.r_[(np.array(templates.GRID_SHAPE) - 1) / 2, 1]
+    assert abs(centre[0]) < 0.5
+
+
 def test_preprocessing_is_identical_for_the_default_seed(shared, tmp_path):
     """The default --random-seed 0 must fix ANTs' metric sampling too (ANTs reads a seed of 0
     as none): the same image twice, one ITK thread, the same rigid alignment and grid image.
