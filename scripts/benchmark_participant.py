@@ -4,6 +4,8 @@
 
     python scripts/benchmark_participant.py ../shared/data/sample-bids --participant brainchop \
         --threads 2 --runs 3 --out docs/performance_cpu.tsv
+    python scripts/benchmark_participant.py ../shared/data/sample-bids --participant brainchop \
+        --threads 2 --runs 3 --no-test-time-flip --out docs/performance_cpu_no_flip.tsv
 """
 
 from __future__ import annotations
@@ -28,6 +30,8 @@ def main() -> None:
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--runs", type=int, default=3)
     p.add_argument("--device", default="cpu")
+    p.add_argument("--no-test-time-flip", action="store_true",
+                   help="pass --no-test-time-flip to the participant level (one forward pass)")
     p.add_argument("--out", type=Path, required=True)
     args = p.parse_args()
     env = {**os.environ, "OMP_NUM_THREADS": str(args.threads)}
@@ -40,6 +44,8 @@ def main() -> None:
                    str(args.bids_dir), str(out), "participant", "--participant-label",
                    args.participant, "--nprocs", str(args.threads), "--device", args.device,
                    "--skip-bids-validation", "-w", str(Path(tmp) / "work"), "-q"]
+            if args.no_test_time_flip:
+                cmd.append("--no-test-time-flip")
             proc = subprocess.run(cmd, env=env, capture_output=True, text=True)
             if proc.returncode != 0:
                 sys.exit(f"run {i} failed:\n{proc.stderr[-2000:]}")
