@@ -146,7 +146,7 @@ def _train(args, work_dir: Path) -> int:
         device=args.device, resume=args.resume, skull_stripped=args.skull_stripped,
         init_weights=args.init_weights, augment=args.augment, unlabelled_dir=args.unlabelled,
         pairs_per_subject=args.pairs_per_subject, registration_p=args.registration_p,
-        stop_after=args.stop_after,
+        flip_p=args.flip_p, stop_after=args.stop_after,
     )
     try:
         path = run(config)

@@ -106,6 +106,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="unlabelled subjects each labelled subject is registered to")
     g.add_argument("--registration-p", type=float, default=1 / 3,
                    help="probability that a training patch comes from a warped example")
+    g.add_argument("--flip-p", type=float, default=0.5,
+                   help="probability that a training patch is mirrored left-right, with left "
+                        "and right labels swapped (0 turns it off)")
     g.add_argument("--init-weights", type=_abspath, metavar="FILE",
                    help="warm start from a model file or checkpoint (ignored with --resume)")
 
@@ -156,6 +159,8 @@ def validate_paths(args: argparse.Namespace) -> None:
         if args.pairs_per_subject < 1 or not 0 <= args.registration_p <= 1:
             raise UsageError("--pairs-per-subject must be at least 1 and --registration-p "
                              "within [0, 1]")
+        if not 0 <= args.flip_p <= 1:
+            raise UsageError("--flip-p must be within [0, 1]")
     _check_writable(args.output_dir, "output_dir")
     if args.work_dir is not None:
         _check_writable(args.work_dir, "--work-dir")

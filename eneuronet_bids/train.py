@@ -23,8 +23,8 @@ from . import __version__, templates
 from . import distributed
 from .array_cache import cached
 from .atomic import write_atomic
-from .augment import (Compose, RandomBiasField, RandomContrast, RandomElastic, RandomGamma,
-                      RandomNoise)
+from .augment import (Compose, RandomBiasField, RandomContrast, RandomElastic,
+                      RandomFlipLeftRight, RandomGamma, RandomNoise)
 from .discovery import WorkUnit, discover
 from .infer import predict_probabilities, runtime_for
 from .labels import label_table, training_labels
@@ -75,6 +75,8 @@ class TrainConfig:
     pairs_per_subject: int = 1
     #: Probability that a training patch comes from a warped (registered) example.
     registration_p: float = 1 / 3
+    #: Probability that a training patch is mirrored left-right, left and right labels swapped.
+    flip_p: float = 0.5
     #: Stop after this many steps of this invocation, with a checkpoint, for job time limits;
     #: ``resume`` continues exactly where it stopped.
     stop_after: int | None = None
@@ -328,6 +330,7 @@ def _train(config: TrainConfig, group: distributed.Group, device: torch.device, 
         best_path.unlink(missing_ok=True)
     net = distributed.wrap(model, group, device)
     sampler = PatchSampler(examples, config.patch_size, rng, warped, config.registration_p)
+    flip = RandomFlipLeftRight(table.mirrored(), templates.GRID_SHAPE[0], p=config.flip_p)
     elastic = RandomElastic(p=0.5 if config.augment != "none" else 0.0)
     intensity = Compose([RandomGamma(), RandomContrast(), RandomBiasField(), RandomNoise()])
 
@@ -347,7 +350,7 @@ def _train(config: TrainConfig, group: distributed.Group, device: torch.device, 
         model.train()
         for param_group in optimiser.param_groups:
             param_group["lr"] = _lr_at(step, config)
-        patches = [sampler.sample() for _ in range(config.batch_size)]
+        patches = [flip(*sampler.sample(), rng) for _ in range(config.batch_size)]
         xs, ys = zip(*(elastic(x_, y_, rng) for x_, y_, _ in patches))
         x = torch.from_numpy(np.stack([
             model_input(intensity(x_, rng), model.config, templates.GRID_SHAPE, start)

@@ -82,6 +82,33 @@ def test_elastic_moves_image_and_labels_together():
     assert same[0] is image and same[1] is classes
 
 
+def test_flip_mirrors_image_labels_and_place_and_swaps_hemispheres():
+    from eneuronet_bids.augment import RandomFlipLeftRight
+    from eneuronet_bids.labels import label_table
+
+    table = label_table()
+    names = [lab.name for lab in table]
+    left, right = names.index("Left-Hippocampus"), names.index("Right-Hippocampus")
+    brainstem = names.index("Brain-Stem")
+    classes = np.zeros((16, 8, 8), np.uint8)
+    classes[2:5] = left  # low x: the left of the patch (RAS grid)
+    classes[7:9] = brainstem
+    image = np.linspace(0, 1, 16, dtype=np.float32)[:, None, None] * np.ones((1, 8, 8))
+    flip = RandomFlipLeftRight(table.mirrored(), grid_width=160, p=1.0)
+    x, y, start = flip(image, classes, (100, 3, 4), np.random.default_rng(0))
+    assert start == (160 - 100 - 16, 3, 4)  # the mirrored place on the grid
+    assert np.array_equal(x, image[::-1])
+    assert set(np.unique(y[11:14])) == {right} and not (y == left).any()
+    assert set(np.unique(y[7:9])) == {brainstem} and y.dtype == np.uint8
+    assert (y == 0).sum() == (classes == 0).sum()
+    # twice is the identity; p = 0 leaves the patch alone
+    x2, y2, start2 = flip(x, y, start, np.random.default_rng(0))
+    assert np.array_equal(x2, image) and np.array_equal(y2, classes) and start2 == (100, 3, 4)
+    same = RandomFlipLeftRight(table.mirrored(), 160, p=0.0)(image, classes, (1, 2, 3),
+                                                               np.random.default_rng(0))
+    assert same[0] is image and same[1] is classes and same[2] == (1, 2, 3)
+
+
 def test_pairs_are_distinct_per_subject():
     from eneuronet_bids.warp_augment import plan_pairs
 
