@@ -99,13 +99,11 @@ def degrade(img: nib.Nifti1Image, kind: str, rng: np.random.Generator) -> nib.Ni
 
 
 def run_participant(bids: Path, out: Path, labels: list[str], work: Path,
-                    model: Path | None) -> None:
+                    options: list[str]) -> None:
     # One thread per image (images run side by side): the same numbers on every rerun.
     cmd = [sys.executable, str(REPO / "run.py"), str(bids), str(out), "participant",
            "--participant-label", *labels, "--skip-bids-validation", "-w", str(work), "-q",
-           "--omp-nthreads", "1"]
-    if model is not None:
-        cmd += ["--model", str(model)]
+           "--omp-nthreads", "1", *options]
     if subprocess.run(cmd).returncode != 0:
         sys.exit(f"participant level failed: {' '.join(cmd)}")
 
@@ -119,11 +117,11 @@ def coarse_dice(ours: np.ndarray, muse: np.ndarray) -> dict[str, float]:
     return scores
 
 
-def ixi(data: Path, work: Path, n: int, model: Path | None) -> list[str]:
+def ixi(data: Path, work: Path, n: int, options: list[str]) -> list[str]:
     subjects = sorted(d.name.removeprefix("sub-") for d in (data / "ixi").glob("sub-*"))
     chosen = [subjects[i] for i in np.linspace(0, len(subjects) - 1, n).astype(int)]
     out = work / "ixi-derivatives"
-    run_participant(data / "ixi", out, chosen, work / "ixi-work", model)
+    run_participant(data / "ixi", out, chosen, work / "ixi-work", options)
     rows, per = [], []
     for sub in chosen:
         t1w = data / "ixi" / f"sub-{sub}" / "anat" / f"sub-{sub}_T1w.nii.gz"
@@ -141,7 +139,7 @@ def ixi(data: Path, work: Path, n: int, model: Path | None) -> list[str]:
     return lines
 
 
-def degraded(data: Path, work: Path, participants: list[str], model: Path | None
+def degraded(data: Path, work: Path, participants: list[str], options: list[str]
              ) -> list[str]:
     source = data / "mindboggle-oasis"
     bids = work / "degraded"
@@ -159,7 +157,7 @@ def degraded(data: Path, work: Path, participants: list[str], model: Path | None
                 nib.save(degrade(img, kind, rng), name.with_suffix(".nii.gz"))
                 name.with_suffix(".json").write_text(json.dumps({"SkullStripped": True}))
     out = work / "degraded-derivatives"
-    run_participant(bids, out, participants, work / "degraded-work", model)
+    run_participant(bids, out, participants, work / "degraded-work", options)
     table = label_table()
     lines = ["# Held-out Mindboggle, degraded, vs manual labels (1 mm grid)",
              "degradation\tcortical\tnon-cortical\twhite-matter\tall"]
@@ -192,12 +190,17 @@ def main() -> None:
     p.add_argument("--participants", nargs="*", default=["13", "14", "15", "16"],
                    help="held-out Mindboggle subjects to degrade (none: IXI only)")
     p.add_argument("--model", type=Path, help="weights to evaluate (default: the shipped)")
+    p.add_argument("--no-test-time-flip", action="store_true",
+                   help="one forward pass per image (the participant level's option)")
     p.add_argument("--out", type=Path, required=True)
     args = p.parse_args()
+    # Options of the participant level, for every image.
+    options = ((["--model", str(args.model)] if args.model else [])
+               + (["--no-test-time-flip"] if args.no_test_time_flip else []))
     os.environ.setdefault("TEMPLATEFLOW_HOME", str(args.data / "templateflow"))
-    lines = ixi(args.data, args.work, args.ixi, args.model)
+    lines = ixi(args.data, args.work, args.ixi, options)
     if args.participants:
-        lines += [""] + degraded(args.data, args.work, args.participants, args.model)
+        lines += [""] + degraded(args.data, args.work, args.participants, options)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
