@@ -2,8 +2,9 @@
 
 Intensity transforms are called as ``transform(image, rng)``, apply themselves with
 probability ``p`` and return a float32 array; labels never change. The spatial
-``RandomElastic`` and ``RandomFlipLeftRight`` move image and labels together. Registration-based augmentation (warping a
-labelled brain onto an unlabelled one) is in ``warp_augment``.
+``RandomElastic`` and ``RandomFlipLeftRight`` move image and labels together.
+Registration-based augmentation (warping a labelled brain onto an unlabelled one) is in
+``warp_augment``.
 """
 
 from __future__ import annotations
