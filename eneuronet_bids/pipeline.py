@@ -62,6 +62,7 @@ class _Worker:
         torch.set_num_threads(config.omp_nthreads)
         self.device, _ = runtime_for(config.device)
         self.model, self.model_info = load_model(config.model or shipped_model(), self.device)
+        self.mirror = label_table().mirrored() if config.test_time_flip else None
 
     def process(self, unit: WorkUnit) -> ImageResult:
         cfg = self.config
@@ -81,9 +82,8 @@ class _Worker:
         # Classify the brain mask and the network's input, plus the two voxels trilinear
         # resampling to the native grid reads around them.
         region = ndimage.binary_dilation(grid_brain | (prep.image > 0), iterations=2)
-        mirror = label_table().mirrored() if cfg.test_time_flip else None
         probs = predict_probabilities(self.model, prep.image, self.device, region=region,
-                                      mirror=mirror)
+                                      mirror=self.mirror)
         timings["model_forward"] = time.perf_counter() - t0
 
         t0 = time.perf_counter()
