@@ -263,7 +263,11 @@ def validate(model: ENeuroNet, examples: list[Example], device: torch.device) ->
 def run(config: TrainConfig) -> Path:
     """Train (or resume) and export the model; returns the exported model's path, or the
     checkpoint's when ``stop_after`` ended this invocation early."""
-    device, use_bf16 = runtime_for(config.device)
+    device, _ = runtime_for(config.device)
+    # bf16 autocast trains on CUDA only. On an AVX512-BF16 EPYC, oneDNN's bf16 backward of the
+    # grouped convolutions returned huge or non-finite gradients at random within a few steps
+    # (session 10), so CPUs train in fp32; inference there still uses bf16 (infer.py).
+    use_bf16 = device.type == "cuda"
     group = distributed.join(device.type)
     if device.type == "cuda":
         device = torch.device("cuda", group.local_rank)

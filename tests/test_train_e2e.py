@@ -81,6 +81,7 @@ def test_resume_continues_exactly(data):
     b = torch.load(halves / "checkpoint.pt", weights_only=False)
     assert a["step"] == b["step"] == 4
     for name, value in a["model"].items():
+        assert torch.isfinite(value).all(), name
         assert torch.equal(value, b["model"][name]), name
     log_a = (straight / "training_log.csv").read_text()
     assert log_a == (halves / "training_log.csv").read_text()
