@@ -46,14 +46,23 @@ def hemisphere_pairs(dice: dict[str, float]) -> tuple[np.ndarray, np.ndarray]:
     return np.array(left), np.array(right)
 
 
+#: Columns of ``summary``.
+SUMMARY_HEADER = "pairs\tleft_mean\tright_mean\tleft_lower"
+
+
+def summary(dice: dict[str, float]) -> str:
+    """Pairs, left and right mean Dice, and pairs whose left structure scores lower."""
+    left, right = hemisphere_pairs(dice)
+    return f"{len(left)}\t{left.mean():.3f}\t{right.mean():.3f}\t{int((left < right).sum())}"
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("tables", nargs="+", type=Path)
     args = p.parse_args()
-    print("table\tpairs\tleft_mean\tright_mean\tleft_lower")
+    print(f"table\t{SUMMARY_HEADER}")
     for path in args.tables:
-        left, right = hemisphere_pairs(structure_dice(path))
-        print(f"{path}\t{len(left)}\t{left.mean():.3f}\t{right.mean():.3f}\t{int((left < right).sum())}")
+        print(f"{path}\t{summary(structure_dice(path))}")
 
 
 if __name__ == "__main__":

@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from eneuronet_bids.infer import predict_probabilities, runtime_for
+from eneuronet_bids.infer import predict_probabilities
 from eneuronet_bids.labels import label_table
 from eneuronet_bids.metrics import dice_per_class
 from eneuronet_bids.model_io import load_model, shipped_model
@@ -52,7 +52,7 @@ def main() -> None:
     args = p.parse_args()
     table = label_table()
     partner = table.mirrored()
-    device = runtime_for("cpu")[0]
+    device = torch.device("cpu")
     model, _ = load_model(args.model or shipped_model(), device)
     config = TrainConfig(bids_dir=args.bids_dir, output_dir=args.work_dir, labels_dir=args.labels,
                          labels_desc=args.labels_desc, work_dir=args.work_dir,
@@ -69,13 +69,11 @@ def main() -> None:
         for name, estimate in estimates.items():  # one at a time: each is 1.4 GB
             pred = estimate(ex.image).argmax(0).numpy()
             dice[name].append(dice_per_class(pred, ex.classes, len(table)))
-    print("estimate\tpairs\tleft_mean\tright_mean\tleft_lower")
+    print(f"estimate\t{asymmetry.SUMMARY_HEADER}")
     for name, per_subject in dice.items():
         mean = np.nanmean(np.array(per_subject), axis=0)
         by_name = {lab.name: float(d) for lab, d in zip(table.labels, mean) if not np.isnan(d)}
-        left, right = asymmetry.hemisphere_pairs(by_name)
-        print(f"{name}\t{len(left)}\t{left.mean():.3f}\t{right.mean():.3f}\t"
-              f"{int((left < right).sum())}")
+        print(f"{name}\t{asymmetry.summary(by_name)}")
 
 
 if __name__ == "__main__":
