@@ -38,11 +38,14 @@ def shipped_model() -> Path:
 
 def export_model(directory: Path, config: ModelConfig, state_dict: dict, *,
                  training: dict, validation: dict | None) -> Path:
-    """Write ``eneuronet.pt`` and its model card (JSON and markdown) into ``directory``."""
+    """Write ``eneuronet.pt`` and its model card (JSON and markdown) into ``directory``.
+    ``training["lineage"]`` (the runs that made these weights, oldest first) also goes into
+    the model file, so that a run warm-started from it can carry the lineage on."""
     directory.mkdir(parents=True, exist_ok=True)
     path = directory / MODEL_FILE
     model = {"format": "eneuronet-model/1", "model_config": config.to_dict(),
-             "labels": label_table().indices.tolist(), "state_dict": state_dict}
+             "labels": label_table().indices.tolist(), "state_dict": state_dict,
+             "lineage": training.get("lineage", [])}
     write_atomic(path, lambda tmp: torch.save(model, tmp))
     card = {
         "name": "E-NeuroNet DKT31+aseg",
@@ -79,8 +82,9 @@ def model_card_markdown(card: dict) -> str:
               f"- validation participants (never trained on): "
               f"{', '.join(tr.get('val_participants', []))}",
               f"- configuration: `{json.dumps(tr.get('config', {}))}`"]
-    if tr.get("warm_start"):
-        lines.append(f"- warm-started: {tr['warm_start']}")
+    if tr.get("lineage"):
+        lines += ["", "Lineage (each run warm-started from the weights of the one before):", ""]
+        lines += [f"{i}. {run}" for i, run in enumerate(tr["lineage"], 1)]
     lines.append("")
     val = card.get("validation")
     if val:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import csv
 import hashlib
+import json
 import logging
 import math
 from dataclasses import asdict, dataclass, field
@@ -30,7 +31,7 @@ from .infer import predict_probabilities, runtime_for
 from .labels import label_table, training_labels
 from .metrics import dice_per_class, summarise_dice
 from .model import ENeuroNet, ModelConfig, model_input
-from .model_io import ModelError, export_model
+from .model_io import ModelError, export_model, sha256
 from .outputs import entities_from_name
 from .preprocess import preprocess, seed_ants
 from .resample import resample
@@ -292,8 +293,13 @@ def _train(config: TrainConfig, group: distributed.Group, device: torch.device, 
     model = model.to(memory_format=torch.channels_last_3d)
     ckpt_path = config.output_dir / "checkpoint.pt"
     resuming = config.resume and ckpt_path.exists()
+    # The runs behind the initial weights, oldest first; this run is appended when it exports.
+    inherited: list[str] = []
+    origin = "random initialisation"
     if config.init_weights is not None and not resuming:
-        _warm_start(model, config.init_weights)  # before the slow preprocessing: fail at once
+        # before the slow preprocessing: fail at once
+        inherited = _warm_start(model, config.init_weights)
+        origin = f"warm start from sha256 {sha256(config.init_weights)[:12]}"
 
     pairs = find_labelled(config)
     val_ids = {p.removeprefix("sub-") for p in config.val_participants}
@@ -324,6 +330,7 @@ def _train(config: TrainConfig, group: distributed.Group, device: torch.device, 
         model.load_state_dict(state["model"])
         optimiser.load_state_dict(state["optimiser"])
         step, best, history = state["step"], state["best"], state["history"]
+        inherited, origin = state["inherited"], state["origin"]
         torch.set_rng_state(state["torch_rng"])
         rng.bit_generator.state = state["numpy_rng"]
         log.info("resumed at step %d", step)
@@ -342,8 +349,8 @@ def _train(config: TrainConfig, group: distributed.Group, device: torch.device, 
         _save_atomic({"model": model.state_dict(), "optimiser": optimiser.state_dict(),
                       "step": step, "best": best, "history": history,
                       "torch_rng": torch.get_rng_state(), "numpy_rng": rng.bit_generator.state,
-                      "config": config.to_json(), "model_config": model.config.to_dict()},
-                     ckpt_path)
+                      "config": config.to_json(), "model_config": model.config.to_dict(),
+                      "inherited": inherited, "origin": origin}, ckpt_path)
 
     bar = tqdm(total=config.steps, initial=step, desc="train", dynamic_ncols=True,
                disable=not group.main)
@@ -381,7 +388,8 @@ def _train(config: TrainConfig, group: distributed.Group, device: torch.device, 
             log.info("step %d validation Dice %s", step, scores["groups"])
             if scores["groups"]["all"] > best:
                 best = scores["groups"]["all"]
-                _save_atomic({"model": model.state_dict(), "step": step, "scores": scores},
+                _save_atomic({"model": model.state_dict(), "step": step, "scores": scores,
+                              "lineage": [*inherited, _describe_run(config, origin, step, step)]},
                              best_path)
         if group.main:
             _append_csv(log_csv, record)
@@ -398,12 +406,13 @@ def _train(config: TrainConfig, group: distributed.Group, device: torch.device, 
     final = torch.load(best_path, weights_only=False) if best_path.exists() else None
     state = final["model"] if final else model.state_dict()
     scores = final["scores"] if final else None
+    best_step = final["step"] if final else step
     return export_model(
         config.output_dir / "model",
         ModelConfig(n_classes=len(table), dropout=config.dropout),
         state,
-        training={"config": config.to_json(), "steps": step,
-                  "best_step": final["step"] if final else step,
+        training={"config": config.to_json(), "steps": step, "best_step": best_step,
+                  "lineage": [*inherited, _describe_run(config, origin, step, best_step)],
                   "train_participants": [p[0] for p in train_pairs],
                   "val_participants": [p[0] for p in val_pairs],
                   "labels_dir": str(config.labels_dir), "labels_desc": config.labels_desc},
@@ -411,11 +420,31 @@ def _train(config: TrainConfig, group: distributed.Group, device: torch.device, 
     )
 
 
-def _warm_start(model: ENeuroNet, path: Path) -> None:
-    """Copy the weights of a model file or checkpoint into ``model``; raises ModelError
-    (one line) for a file that is damaged, not ours, or made for another network or label
-    table. Weights of a network with fewer input channels fill the first ones; the new
-    channels start at zero."""
+def _describe_run(config: TrainConfig, origin: str, steps: int, best_step: int) -> str:
+    """One line of a model's lineage: what this run did, enough to repeat it."""
+    return (f"{steps} steps, weights from step {best_step}; {origin}; lr {config.lr:g}, "
+            f"patch {config.patch_size}, batch {config.batch_size}, augment {config.augment}, "
+            f"flip_p {config.flip_p:g}, seed {config.seed}")
+
+
+def _lineage_of(path: Path, blob: dict) -> list[str]:
+    """The runs behind a model file or best checkpoint. Files exported before the lineage
+    was stored in them have it, as one line, in the ``warm_start`` of the card beside them."""
+    if "lineage" in blob:
+        return list(blob["lineage"])
+    card_path = path.with_name("model_card.json")
+    card = json.loads(card_path.read_text()) if card_path.is_file() else {}
+    warm_start = card.get("training", {}).get("warm_start")
+    if warm_start and card.get("sha256") == sha256(path):
+        return [warm_start]
+    return [f"{path.name} (sha256 {sha256(path)[:12]}): its lineage was not recorded"]
+
+
+def _warm_start(model: ENeuroNet, path: Path) -> list[str]:
+    """Copy the weights of a model file or checkpoint into ``model`` and return their
+    lineage; raises ModelError (one line) for a file that is damaged, not ours, or made for
+    another network or label table. Weights of a network with fewer input channels fill the
+    first ones; the new channels start at zero."""
     try:
         blob = torch.load(path, map_location="cpu", weights_only=False)
         old = blob.get("state_dict") or blob["model"]
@@ -438,6 +467,7 @@ def _warm_start(model: ENeuroNet, path: Path) -> None:
             raise ModelError(f"--init-weights {path} does not fit this network ({name}: "
                              f"{shape or 'missing'} against {tuple(target.shape)})")
     log.info("warm start from %s", path)
+    return _lineage_of(path, blob)
 
 
 def _truncate_log(path: Path, step: int) -> None:

@@ -14,7 +14,7 @@ import torch
 
 from eneuronet_bids.cli import EXIT_MODEL, EXIT_OK, EXIT_USAGE, main
 from eneuronet_bids.labels import label_table
-from eneuronet_bids.model_io import load_model, shipped_model
+from eneuronet_bids.model_io import load_model, sha256, shipped_model
 
 pytestmark = pytest.mark.e2e
 REPO = Path(__file__).resolve().parents[1]
@@ -71,7 +71,8 @@ def test_registration_augmented_run_exports_a_loadable_model(data):
 
 def test_resume_continues_exactly(data):
     common = ("--steps", "4", "--augment", "elastic", "--val-participants", "99",
-              "--checkpoint-every", "100", "--random-seed", "5")
+              "--checkpoint-every", "100", "--random-seed", "5",
+              "--init-weights", str(shipped_model()))
     straight, halves = data["root"] / "straight", data["root"] / "halves"
     assert _train(data, straight, *common) == EXIT_OK
     assert _train(data, halves, *common, "--stop-after", "2") == EXIT_OK
@@ -85,6 +86,25 @@ def test_resume_continues_exactly(data):
         assert torch.equal(value, b["model"][name]), name
     log_a = (straight / "training_log.csv").read_text()
     assert log_a == (halves / "training_log.csv").read_text()
+    # the resumed run still knows which weights it started from
+    lineages = [json.loads((out / "model" / "model_card.json").read_text())["training"]["lineage"]
+                for out in (straight, halves)]
+    assert lineages[0] == lineages[1]
+    assert f"warm start from sha256 {sha256(shipped_model())[:12]}" in lineages[0][-1]
+
+
+def test_lineage_carries_on_through_warm_starts(data):
+    common = ("--steps", "1", "--augment", "none", "--val-participants", "99")
+    first, second = data["root"] / "lineage1", data["root"] / "lineage2"
+    assert _train(data, first, *common, "--random-seed", "7") == EXIT_OK
+    model = first / "model" / "eneuronet.pt"
+    assert _train(data, second, *common, "--random-seed", "8", "--init-weights",
+                  str(model)) == EXIT_OK
+    lineage = json.loads((second / "model" / "model_card.json").read_text())["training"]["lineage"]
+    assert len(lineage) == 2
+    assert "random initialisation" in lineage[0] and "seed 7" in lineage[0]
+    assert f"warm start from sha256 {sha256(model)[:12]}" in lineage[1] and "seed 8" in lineage[1]
+    assert "1. 1 steps, weights from step 1; random" in (second / "model" / "model_card.md").read_text()
 
 
 def test_a_fresh_start_ignores_what_an_interrupted_run_left(data):
