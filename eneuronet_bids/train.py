@@ -330,7 +330,9 @@ def _train(config: TrainConfig, group: distributed.Group, device: torch.device, 
         model.load_state_dict(state["model"])
         optimiser.load_state_dict(state["optimiser"])
         step, best, history = state["step"], state["best"], state["history"]
-        inherited, origin = state["inherited"], state["origin"]
+        # checkpoints written before session 11 carry no lineage
+        inherited = state.get("inherited", [])
+        origin = state.get("origin", "resumed from a checkpoint that did not record its start")
         torch.set_rng_state(state["torch_rng"])
         rng.bit_generator.state = state["numpy_rng"]
         log.info("resumed at step %d", step)

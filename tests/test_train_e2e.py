@@ -93,6 +93,19 @@ def test_resume_continues_exactly(data):
     assert f"warm start from sha256 {sha256(shipped_model())[:12]}" in lineages[0][-1]
 
 
+def test_resume_from_a_checkpoint_without_lineage(data):
+    """Checkpoints from before session 11 have no lineage; resuming one still exports."""
+    out = data["root"] / "old_checkpoint"
+    common = ("--steps", "2", "--augment", "none", "--val-participants", "99")
+    assert _train(data, out, *common, "--stop-after", "1") == EXIT_OK
+    state = torch.load(out / "checkpoint.pt", weights_only=False)
+    del state["inherited"], state["origin"]
+    torch.save(state, out / "checkpoint.pt")
+    assert _train(data, out, *common, "--resume") == EXIT_OK
+    lineage = json.loads((out / "model" / "model_card.json").read_text())["training"]["lineage"]
+    assert len(lineage) == 1 and "did not record its start" in lineage[0]
+
+
 def test_lineage_carries_on_through_warm_starts(data):
     common = ("--steps", "1", "--augment", "none", "--val-participants", "99")
     first, second = data["root"] / "lineage1", data["root"] / "lineage2"
