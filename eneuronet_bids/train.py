@@ -298,8 +298,8 @@ def _train(config: TrainConfig, group: distributed.Group, device: torch.device, 
     origin = "random initialisation"
     if config.init_weights is not None and not resuming:
         # before the slow preprocessing: fail at once
-        inherited = _warm_start(model, config.init_weights)
-        origin = f"warm start from sha256 {sha256(config.init_weights)[:12]}"
+        inherited, digest = _warm_start(model, config.init_weights)
+        origin = f"warm start from sha256 {digest[:12]}"
 
     pairs = find_labelled(config)
     val_ids = {p.removeprefix("sub-") for p in config.val_participants}
@@ -429,24 +429,25 @@ def _describe_run(config: TrainConfig, origin: str, steps: int, best_step: int) 
             f"flip_p {config.flip_p:g}, seed {config.seed}")
 
 
-def _lineage_of(path: Path, blob: dict) -> list[str]:
-    """The runs behind a model file or best checkpoint. Files exported before the lineage
-    was stored in them have it, as one line, in the ``warm_start`` of the card beside them."""
+def _lineage_of(path: Path, blob: dict, digest: str) -> list[str]:
+    """The runs behind a model file or best checkpoint (``digest``: its sha256). Files
+    exported before the lineage was stored in them have it, as one line, in the
+    ``warm_start`` of the card beside them."""
     if "lineage" in blob:
         return list(blob["lineage"])
     card_path = path.with_name("model_card.json")
     card = json.loads(card_path.read_text()) if card_path.is_file() else {}
     warm_start = card.get("training", {}).get("warm_start")
-    if warm_start and card.get("sha256") == sha256(path):
+    if warm_start and card.get("sha256") == digest:
         return [warm_start]
-    return [f"{path.name} (sha256 {sha256(path)[:12]}): its lineage was not recorded"]
+    return [f"{path.name} (sha256 {digest[:12]}): its lineage was not recorded"]
 
 
-def _warm_start(model: ENeuroNet, path: Path) -> list[str]:
-    """Copy the weights of a model file or checkpoint into ``model`` and return their
-    lineage; raises ModelError (one line) for a file that is damaged, not ours, or made for
-    another network or label table. Weights of a network with fewer input channels fill the
-    first ones; the new channels start at zero."""
+def _warm_start(model: ENeuroNet, path: Path) -> tuple[list[str], str]:
+    """Copy the weights of a model file or checkpoint into ``model``; returns their lineage
+    and the file's sha256. Raises ModelError (one line) for a file that is damaged, not ours,
+    or made for another network or label table. Weights of a network with fewer input
+    channels fill the first ones; the new channels start at zero."""
     try:
         blob = torch.load(path, map_location="cpu", weights_only=False)
         old = blob.get("state_dict") or blob["model"]
@@ -469,7 +470,8 @@ def _warm_start(model: ENeuroNet, path: Path) -> list[str]:
             raise ModelError(f"--init-weights {path} does not fit this network ({name}: "
                              f"{shape or 'missing'} against {tuple(target.shape)})")
     log.info("warm start from %s", path)
-    return _lineage_of(path, blob)
+    digest = sha256(path)
+    return _lineage_of(path, blob, digest), digest
 
 
 def _truncate_log(path: Path, step: int) -> None:
