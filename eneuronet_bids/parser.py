@@ -102,6 +102,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "is always on)")
     g.add_argument("--unlabelled", type=_abspath, metavar="DIR",
                    help="unlabelled BIDS dataset for --augment registration (e.g. IXI)")
+    g.add_argument("--unlabelled-exclude", nargs="+", default=[], metavar="LABEL",
+                   help="unlabelled participants never used as registration targets, with or "
+                        "without 'sub-' (e.g. scans kept apart for testing)")
     g.add_argument("--pairs-per-subject", type=int, default=1,
                    help="unlabelled subjects each labelled subject is registered to")
     g.add_argument("--registration-p", type=float, default=1 / 3,

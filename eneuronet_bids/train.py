@@ -12,6 +12,7 @@ import hashlib
 import json
 import logging
 import math
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -72,6 +73,9 @@ class TrainConfig:
     augment: str = "elastic"
     #: An unlabelled BIDS dataset whose brains lend their shapes (e.g. IXI).
     unlabelled_dir: Path | None = None
+    #: Unlabelled participants never used as registration targets, e.g. scans kept apart to
+    #: measure generalisation to their site.
+    unlabelled_exclude: tuple[str, ...] = ()
     #: Unlabelled subjects each labelled subject is registered to.
     pairs_per_subject: int = 1
     #: Probability that a training patch comes from a warped (registered) example.
@@ -168,11 +172,26 @@ def prepare_unlabelled(t1w: WorkUnit, config: TrainConfig) -> np.ndarray:
     return z["image"].astype(np.float32)
 
 
+def registration_targets(subjects: Iterable[str], exclude: Iterable[str]) -> list[str]:
+    """The unlabelled subjects that may be registration targets, sorted; an excluded label
+    that is not among them is an error, since a typo would quietly let a test scan in."""
+    subjects, exclude = set(subjects), {e.removeprefix("sub-") for e in exclude}
+    unknown = sorted(exclude - subjects)
+    if unknown:
+        raise ValueError(f"--unlabelled-exclude: no such unlabelled participant: "
+                         f"{', '.join(unknown)}")
+    targets = sorted(subjects - exclude)
+    if not targets:
+        raise ValueError("--unlabelled-exclude leaves no unlabelled participant")
+    return targets
+
+
 def warped_examples(examples: list[Example], config: TrainConfig,
                     rng: np.random.Generator) -> list[Example]:
     """Each labelled example registered to ``pairs_per_subject`` random unlabelled subjects."""
     units = {u.entities["subject"]: u for u in discover(config.unlabelled_dir, validate=False)}
-    pairs = plan_pairs([e.participant for e in examples], sorted(units),
+    pairs = plan_pairs([e.participant for e in examples],
+                       registration_targets(units, config.unlabelled_exclude),
                        config.pairs_per_subject, rng)
     needed = sorted({f for _, f in pairs})
     fixed = {f: prepare_unlabelled(units[f], config)

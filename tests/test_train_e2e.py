@@ -172,6 +172,14 @@ def test_registration_without_unlabelled_is_a_usage_error(data):
     assert _train(data, data["root"] / "bad", "--augment", "registration") == EXIT_USAGE
 
 
+def test_excluding_an_unknown_unlabelled_participant_is_a_usage_error(data, caplog):
+    code = _train(data, data["root"] / "bad-exclude", "--augment", "registration",
+                  "--unlabelled", str(data["unlabelled"]), "--unlabelled-exclude", "IXI999",
+                  "--steps", "1", "--val-participants", "02")
+    assert code == EXIT_USAGE
+    assert any("IXI999" in r.getMessage() for r in caplog.records if r.levelname == "ERROR")
+
+
 def test_two_process_ddp_on_cpu_with_gloo(data):
     """torchrun, two ranks, gloo: both step in lockstep, rank 0 alone logs and exports."""
     out = data["root"] / "ddp"

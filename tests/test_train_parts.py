@@ -120,6 +120,18 @@ def test_pairs_are_distinct_per_subject():
     assert plan_pairs(["01"], [], 2, np.random.default_rng(0)) == []
 
 
+def test_excluded_unlabelled_participants_are_never_targets():
+    from eneuronet_bids.train import registration_targets
+
+    subjects = ["IXI002", "IXI012", "IXI013"]
+    assert registration_targets(subjects, ["sub-IXI012"]) == ["IXI002", "IXI013"]
+    assert registration_targets(subjects, []) == subjects
+    with pytest.raises(ValueError, match="IXI999"):  # a typo must not let a test scan in
+        registration_targets(subjects, ["IXI012", "IXI999"])
+    with pytest.raises(ValueError, match="leaves no"):
+        registration_targets(subjects, subjects)
+
+
 def test_registration_cache_key_follows_content_and_settings():
     from eneuronet_bids.warp_augment import RegistrationSettings, content_key
 
