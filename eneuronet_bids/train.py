@@ -186,15 +186,19 @@ def registration_targets(subjects: Iterable[str], exclude: Iterable[str]) -> lis
     return targets
 
 
-def warped_examples(examples: list[Example], config: TrainConfig,
-                    rng: np.random.Generator) -> list[Example]:
-    """Each labelled example registered to ``pairs_per_subject`` random unlabelled subjects."""
+def unlabelled_targets(config: TrainConfig) -> dict[str, WorkUnit]:
+    """The T1w of each unlabelled participant that may be a registration target."""
     units = {u.entities["subject"]: u for u in discover(config.unlabelled_dir, validate=False)}
-    pairs = plan_pairs([e.participant for e in examples],
-                       registration_targets(units, config.unlabelled_exclude),
+    return {s: units[s] for s in registration_targets(units, config.unlabelled_exclude)}
+
+
+def warped_examples(examples: list[Example], targets: dict[str, WorkUnit], config: TrainConfig,
+                    rng: np.random.Generator) -> list[Example]:
+    """Each labelled example registered to ``pairs_per_subject`` random ``targets``."""
+    pairs = plan_pairs([e.participant for e in examples], sorted(targets),
                        config.pairs_per_subject, rng)
     needed = sorted({f for _, f in pairs})
-    fixed = {f: prepare_unlabelled(units[f], config)
+    fixed = {f: prepare_unlabelled(targets[f], config)
              for f in tqdm(needed, desc="preprocess unlabelled")}
     by_id = {e.participant: e for e in examples}
     settings = RegistrationSettings()
@@ -327,6 +331,8 @@ def _train(config: TrainConfig, group: distributed.Group, device: torch.device, 
     if not train_pairs:
         raise ValueError("every labelled participant is held out for validation")
     log.info("%d training and %d validation participants", len(train_pairs), len(val_pairs))
+    # before the slow preprocessing: a wrong --unlabelled-exclude fails at once
+    targets = unlabelled_targets(config) if config.augment == "registration" else {}
     if not group.main:  # rank 0 fills the caches; the others then read them
         group.barrier()
     examples = [prepare_example(*p, config) for p in tqdm(train_pairs, desc="preprocess train")]
@@ -334,8 +340,8 @@ def _train(config: TrainConfig, group: distributed.Group, device: torch.device, 
     val_examples = ([prepare_example(*p, config) for p in tqdm(val_pairs, desc="preprocess val")]
                     if group.main else [])
     # The pairs depend on the seed alone, not on where the sampling RNG stands after a resume.
-    warped = (warped_examples(examples, config, np.random.default_rng([config.seed, 1]))
-              if config.augment == "registration" else [])
+    warped = (warped_examples(examples, targets, config, np.random.default_rng([config.seed, 1]))
+              if targets else [])
     if group.main:
         group.barrier()
 

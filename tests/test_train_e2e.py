@@ -172,12 +172,13 @@ def test_registration_without_unlabelled_is_a_usage_error(data):
     assert _train(data, data["root"] / "bad", "--augment", "registration") == EXIT_USAGE
 
 
-def test_excluding_an_unknown_unlabelled_participant_is_a_usage_error(data, caplog):
-    code = _train(data, data["root"] / "bad-exclude", "--augment", "registration",
+def test_excluding_an_unknown_unlabelled_participant_is_a_usage_error(data, caplog, tmp_path):
+    code = _train(data, tmp_path / "out", "--augment", "registration",
                   "--unlabelled", str(data["unlabelled"]), "--unlabelled-exclude", "IXI999",
-                  "--steps", "1", "--val-participants", "02")
+                  "--steps", "1", "--val-participants", "02", "-w", str(tmp_path / "work"))
     assert code == EXIT_USAGE
     assert any("IXI999" in r.getMessage() for r in caplog.records if r.levelname == "ERROR")
+    assert not [f for f in (tmp_path / "work").rglob("*") if f.is_file()]  # nothing preprocessed
 
 
 def test_two_process_ddp_on_cpu_with_gloo(data):
