@@ -145,7 +145,8 @@ def _train(args, work_dir: Path) -> int:
         checkpoint_every=args.checkpoint_every, seed=args.random_seed, nprocs=args.omp_nthreads,
         device=args.device, resume=args.resume, skull_stripped=args.skull_stripped,
         init_weights=args.init_weights, augment=args.augment, unlabelled_dir=args.unlabelled,
-        unlabelled_exclude=tuple(args.unlabelled_exclude), pairs_per_subject=args.pairs_per_subject, registration_p=args.registration_p,
+        unlabelled_exclude=tuple(args.unlabelled_exclude),
+        pairs_per_subject=args.pairs_per_subject, registration_p=args.registration_p,
         flip_p=args.flip_p, stop_after=args.stop_after,
     )
     try:
