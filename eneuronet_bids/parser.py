@@ -94,6 +94,9 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--stop-after", type=int, default=None, metavar="N",
                    help="stop after N steps of this run with a checkpoint (job time limits); "
                         "continue with --resume")
+    g.add_argument("--keep-validated", action="store_true",
+                   help="also export the weights of every validation to "
+                        "output_dir/validated/step-N/ (to score the steps elsewhere)")
     g.add_argument("--resume", action="store_true",
                    help="continue from output_dir/checkpoint.pt")
     g.add_argument("--augment", choices=["none", "elastic", "registration"], default="elastic",

@@ -82,6 +82,9 @@ class TrainConfig:
     registration_p: float = 1 / 3
     #: Probability that a training patch is mirrored left-right, left and right labels swapped.
     flip_p: float = 0.5
+    #: Also export the weights of every validation, to ``output_dir/validated/step-N/``, so
+    #: that steps can be scored afterwards on data the validation does not see.
+    keep_validated: bool = False
     #: Stop after this many steps of this invocation, with a checkpoint, for job time limits;
     #: ``resume`` continues exactly where it stopped.
     stop_after: int | None = None
@@ -345,6 +348,16 @@ def _train(config: TrainConfig, group: distributed.Group, device: torch.device, 
     if group.main:
         group.barrier()
 
+    def export(directory: Path, state: dict, steps: int, kept: int, scores: dict | None) -> Path:
+        return export_model(
+            directory, ModelConfig(n_classes=len(table), dropout=config.dropout), state,
+            training={"config": config.to_json(), "steps": steps, "best_step": kept,
+                      "lineage": [*inherited, _describe_run(config, origin, steps, kept)],
+                      "train_participants": [p[0] for p in train_pairs],
+                      "val_participants": [p[0] for p in val_pairs],
+                      "labels_dir": str(config.labels_dir), "labels_desc": config.labels_desc},
+            validation=scores)
+
     optimiser = torch.optim.Adam(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     best_path = config.output_dir / "best.pt"
     log_csv = config.output_dir / "training_log.csv"
@@ -418,6 +431,9 @@ def _train(config: TrainConfig, group: distributed.Group, device: torch.device, 
                 _save_atomic({"model": model.state_dict(), "step": step, "scores": scores,
                               "lineage": [*inherited, _describe_run(config, origin, step, step)]},
                              best_path)
+            if config.keep_validated:
+                export(config.output_dir / "validated" / f"step-{step:06d}", model.state_dict(),
+                       step, step, scores)
         if group.main:
             _append_csv(log_csv, record)
             if step % config.checkpoint_every == 0 or step == stop:
@@ -434,17 +450,7 @@ def _train(config: TrainConfig, group: distributed.Group, device: torch.device, 
     state = final["model"] if final else model.state_dict()
     scores = final["scores"] if final else None
     best_step = final["step"] if final else step
-    return export_model(
-        config.output_dir / "model",
-        ModelConfig(n_classes=len(table), dropout=config.dropout),
-        state,
-        training={"config": config.to_json(), "steps": step, "best_step": best_step,
-                  "lineage": [*inherited, _describe_run(config, origin, step, best_step)],
-                  "train_participants": [p[0] for p in train_pairs],
-                  "val_participants": [p[0] for p in val_pairs],
-                  "labels_dir": str(config.labels_dir), "labels_desc": config.labels_desc},
-        validation=scores,
-    )
+    return export(config.output_dir / "model", state, step, best_step, scores)
 
 
 def _describe_run(config: TrainConfig, origin: str, steps: int, best_step: int) -> str:

@@ -93,6 +93,19 @@ def test_resume_continues_exactly(data):
     assert f"warm start from sha256 {sha256(shipped_model())[:12]}" in lineages[0][-1]
 
 
+def test_keep_validated_exports_the_weights_of_every_validation(data):
+    out = data["root"] / "keep_validated"
+    assert _train(data, out, "--steps", "2", "--validate-every", "1", "--augment", "none",
+                  "--val-participants", "02", "--keep-validated") == EXIT_OK
+    assert sorted(d.name for d in (out / "validated").iterdir()) == ["step-000001", "step-000002"]
+    for step in (1, 2):
+        folder = out / "validated" / f"step-{step:06d}"
+        load_model(folder / "eneuronet.pt", torch.device("cpu"))
+        card = json.loads((folder / "model_card.json").read_text())
+        assert card["training"]["best_step"] == step
+        assert card["training"]["lineage"][-1].startswith(f"{step} steps, weights from step {step}")
+
+
 def test_resume_from_a_checkpoint_without_lineage(data):
     """Checkpoints from before session 11 have no lineage; resuming one still exports."""
     out = data["root"] / "old_checkpoint"
