@@ -117,25 +117,38 @@ def coarse_dice(ours: np.ndarray, muse: np.ndarray) -> dict[str, float]:
     return scores
 
 
-def ixi(data: Path, work: Path, n: int, options: list[str]) -> list[str]:
+def evenly_spaced_ixi(data: Path, n: int) -> list[str]:
+    """``n`` IXI participants spread evenly over the sorted list (the test scans)."""
     subjects = sorted(d.name.removeprefix("sub-") for d in (data / "ixi").glob("sub-*"))
-    chosen = [subjects[i] for i in np.linspace(0, len(subjects) - 1, n).astype(int)]
+    return [subjects[i] for i in np.linspace(0, len(subjects) - 1, n).astype(int)]
+
+
+def ixi_scores(data: Path, work: Path, chosen: list[str], options: list[str]
+               ) -> tuple[dict[str, float], dict[str, float]]:
+    """Coarse Dice against DLMUSE: the mean over structures per participant, and the mean
+    over participants per structure."""
     out = work / "ixi-derivatives"
     run_participant(data / "ixi", out, chosen, work / "ixi-work", options)
-    rows, per = [], []
+    per = {}
     for sub in chosen:
         t1w = data / "ixi" / f"sub-{sub}" / "anat" / f"sub-{sub}_T1w.nii.gz"
         ours = np.asarray(nib.load(outputs.output_paths(out, WorkUnit(t1w, {"subject": sub}))
                                    .dseg).dataobj)
         muse = np.asarray(nib.load(data / "ixi" / "derivatives" / "dlmuse" / f"sub-{sub}"
                                    / "anat" / f"sub-{sub}_desc-DLMUSE_dseg.nii.gz").dataobj)
-        scores = coarse_dice(ours, muse)
-        per.append(list(scores.values()))
-        rows.append(f"sub-{sub}\t{np.nanmean(list(scores.values())):.4f}")
-    mean = np.nanmean(np.array(per), axis=0)
-    lines = ["# IXI vs DLMUSE, coarse structures", "participant\tmean_dice", *rows,
-             f"mean\t{np.nanmean(mean):.4f}", "", "structure\tmean_dice"]
-    lines += [f"{name}\t{d:.4f}" for name, d in zip(COARSE, mean)]
+        per[sub] = list(coarse_dice(ours, muse).values())
+    by_structure = np.nanmean(np.array(list(per.values())), axis=0)
+    return ({sub: float(np.nanmean(d)) for sub, d in per.items()},
+            dict(zip(COARSE, by_structure.tolist())))
+
+
+def ixi(data: Path, work: Path, chosen: list[str], options: list[str]) -> list[str]:
+    by_participant, by_structure = ixi_scores(data, work, chosen, options)
+    lines = ["# IXI vs DLMUSE, coarse structures", "participant\tmean_dice"]
+    lines += [f"sub-{sub}\t{d:.4f}" for sub, d in by_participant.items()]
+    lines += [f"mean\t{np.nanmean(list(by_structure.values())):.4f}", "",
+              "structure\tmean_dice"]
+    lines += [f"{name}\t{d:.4f}" for name, d in by_structure.items()]
     return lines
 
 
@@ -187,6 +200,8 @@ def main() -> None:
     p.add_argument("data", type=Path, help="the shared data folder (ixi/, mindboggle-oasis/)")
     p.add_argument("--work", type=Path, required=True)
     p.add_argument("--ixi", type=int, default=8, help="IXI subjects, evenly spaced")
+    p.add_argument("--ixi-participants", nargs="+", metavar="LABEL",
+                   help="these IXI participants instead of --ixi evenly spaced ones")
     p.add_argument("--participants", nargs="*", default=["13", "14", "15", "16"],
                    help="held-out Mindboggle subjects to degrade (none: IXI only)")
     p.add_argument("--model", type=Path, help="weights to evaluate (default: the shipped)")
@@ -198,7 +213,9 @@ def main() -> None:
     options = ((["--model", str(args.model)] if args.model else [])
                + (["--no-test-time-flip"] if args.no_test_time_flip else []))
     os.environ.setdefault("TEMPLATEFLOW_HOME", str(args.data / "templateflow"))
-    lines = ixi(args.data, args.work, args.ixi, options)
+    chosen = ([p.removeprefix("sub-") for p in args.ixi_participants] if args.ixi_participants
+              else evenly_spaced_ixi(args.data, args.ixi))
+    lines = ixi(args.data, args.work, chosen, options)
     if args.participants:
         lines += [""] + degraded(args.data, args.work, args.participants, options)
     args.out.parent.mkdir(parents=True, exist_ok=True)
