@@ -20,7 +20,8 @@ Where from-scratch runs are unaffordable, ``--init-weights`` starts every run fr
 trained weights (a fine-tuning comparison) and ``--held-out`` names the one group of
 participants those weights never trained on, which is checked against their model card.
 ``--ixi N`` also scores each model on N IXI scans from another site against DLMUSE silver
-labels (``evaluate_generalisation.py``: the participant level, coarse structures).
+labels (``evaluate_generalisation.py``: the participant level, coarse structures); those scans
+are then kept out of the registration targets.
 """
 
 from __future__ import annotations
@@ -34,6 +35,8 @@ import statistics
 import subprocess
 import sys
 from pathlib import Path
+
+from evaluate_generalisation import evenly_spaced_ixi
 
 REPO = Path(__file__).resolve().parents[1]
 ARMS = ("none", "elastic", "registration")
@@ -89,23 +92,31 @@ def ixi_dice(args, run: Path) -> float:
     raise ValueError(f"{table}: no mean row")
 
 
-def train_arm(args, arm: str, held_out: list[str], seed: int, out: Path) -> dict[str, float]:
+def train_command(args, arm: str, held_out: list[str], seed: int, out: Path) -> list[str]:
+    """The ``train`` command line of one run."""
     mindboggle = args.data / "mindboggle-oasis"
+    cmd = [sys.executable, str(REPO / "run.py"), str(mindboggle), str(out), "train",
+           "--labels", str(mindboggle / "derivatives" / "mindboggle-manual"),
+           "--participant-label", *args.participants,
+           "--val-participants", *held_out, "--augment", arm,
+           "--steps", str(args.steps), "--validate-every", str(args.steps),
+           "--checkpoint-every", str(args.checkpoint_every),
+           "--patch-size", str(args.patch_size), "--lr", str(args.lr),
+           "--random-seed", str(seed), "--device", args.device,
+           "--nprocs", str(args.nprocs), "-w", str(args.work), "--resume"]
+    if args.init_weights is not None:
+        cmd += ["--init-weights", str(args.init_weights)]
+    if arm == "registration":
+        cmd += ["--unlabelled", str(args.data / "ixi"),
+                "--pairs-per-subject", str(args.pairs_per_subject)]
+        if args.ixi:  # a scan the models are scored on must not lend its shape to training
+            cmd += ["--unlabelled-exclude", *evenly_spaced_ixi(args.data, args.ixi)]
+    return cmd
+
+
+def train_arm(args, arm: str, held_out: list[str], seed: int, out: Path) -> dict[str, float]:
     if not (out / "model" / "model_card.json").exists():
-        cmd = [sys.executable, str(REPO / "run.py"), str(mindboggle), str(out), "train",
-               "--labels", str(mindboggle / "derivatives" / "mindboggle-manual"),
-               "--participant-label", *args.participants,
-               "--val-participants", *held_out, "--augment", arm,
-               "--steps", str(args.steps), "--validate-every", str(args.steps),
-               "--checkpoint-every", str(args.checkpoint_every),
-               "--patch-size", str(args.patch_size), "--lr", str(args.lr),
-               "--random-seed", str(seed), "--device", args.device,
-               "--nprocs", str(args.nprocs), "-w", str(args.work), "--resume"]
-        if args.init_weights is not None:
-            cmd += ["--init-weights", str(args.init_weights)]
-        if arm == "registration":
-            cmd += ["--unlabelled", str(args.data / "ixi"),
-                    "--pairs-per-subject", str(args.pairs_per_subject)]
+        cmd = train_command(args, arm, held_out, seed, out)
         log.info("%s", " ".join(cmd))
         subprocess.run(cmd, check=True)
     return last_validation(out / "training_log.csv")

@@ -1,13 +1,17 @@
 """The augmentation comparison's bookkeeping (the training itself is the train level's)."""
 
+import argparse
 import importlib.util
 import json
+import sys
 from pathlib import Path
 
 import pytest
 
+SCRIPTS = Path(__file__).parents[1] / "scripts"
+sys.path.insert(0, str(SCRIPTS))  # the script imports its sibling evaluate_generalisation
 _spec = importlib.util.spec_from_file_location(
-    "compare_augmentation", Path(__file__).parents[1] / "scripts" / "compare_augmentation.py")
+    "compare_augmentation", SCRIPTS / "compare_augmentation.py")
 compare = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(compare)
 
@@ -58,3 +62,19 @@ def test_ixi_score_is_read_back_from_a_finished_evaluation(tmp_path):
     (tmp_path / "ixi.tsv").write_text("participant\tmean_dice\n")
     with pytest.raises(ValueError, match="no mean row"):
         compare.ixi_dice(None, tmp_path)
+
+
+def test_scored_ixi_scans_are_never_registration_targets(shared, tmp_path):
+    args = argparse.Namespace(
+        data=shared, participants=["01", "02", "03"], steps=10, checkpoint_every=5,
+        patch_size=32, lr=1e-4, device="cpu", nprocs=1, work=tmp_path, init_weights=None,
+        pairs_per_subject=1, ixi=8)
+    cmd = compare.train_command(args, "registration", ["03"], 0, tmp_path / "run")
+    excluded = cmd[cmd.index("--unlabelled-exclude") + 1:]
+    assert excluded == ["IXI012", "IXI093", "IXI163", "IXI253", "IXI354", "IXI483", "IXI598",
+                        "IXI661"]  # the evenly spaced scans evaluate_generalisation scores
+    assert "--unlabelled-exclude" not in compare.train_command(args, "elastic", ["03"], 0,
+                                                                 tmp_path / "run")
+    args.ixi = 0
+    assert "--unlabelled-exclude" not in compare.train_command(args, "registration", ["03"],
+                                                                 0, tmp_path / "run")
