@@ -23,6 +23,8 @@ from pathlib import Path
 import numpy as np
 from evaluate_generalisation import ixi_scores
 
+from eneuronet_bids import atomic
+
 GROUPS = ("cortical", "non-cortical", "white-matter", "all")
 
 
@@ -66,8 +68,7 @@ def main() -> None:
     lines += ["\t".join([str(r["step"]), *(f"{r[k]:.4f}" for k in (*GROUPS, "ixi"))])
               for r in rows]
     lines.append(f"# candidate: step {candidate(rows)['step']} (highest val_all + ixi)")
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text("\n".join(lines) + "\n")
+    atomic.write_text(args.out, "\n".join(lines) + "\n")
     print("\n".join(lines))
 
 

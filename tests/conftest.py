@@ -1,10 +1,13 @@
 import os
+import sys
 from pathlib import Path
 
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("ENEURONET_SHARED_DATA", REPO.parent / "shared" / "data"))
+# The scripts import their siblings (evaluate_generalisation), as they do when run.
+sys.path.insert(0, str(REPO / "scripts"))
 
 
 @pytest.fixture(scope="session")

@@ -3,13 +3,11 @@
 import argparse
 import importlib.util
 import json
-import sys
 from pathlib import Path
 
 import pytest
 
 SCRIPTS = Path(__file__).parents[1] / "scripts"
-sys.path.insert(0, str(SCRIPTS))  # the script imports its sibling evaluate_generalisation
 _spec = importlib.util.spec_from_file_location(
     "compare_augmentation", SCRIPTS / "compare_augmentation.py")
 compare = importlib.util.module_from_spec(_spec)

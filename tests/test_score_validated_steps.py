@@ -7,7 +7,6 @@ from pathlib import Path
 import pytest
 
 SCRIPTS = Path(__file__).parents[1] / "scripts"
-sys.path.insert(0, str(SCRIPTS))  # the script imports its sibling evaluate_generalisation
 _spec = importlib.util.spec_from_file_location("score_validated_steps",
                                                SCRIPTS / "score_validated_steps.py")
 select = importlib.util.module_from_spec(_spec)
