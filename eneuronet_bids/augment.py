@@ -1,8 +1,10 @@
 """Augmentations, each a small documented transform of a normalised image patch.
 
 Intensity transforms are called as ``transform(image, rng)``, apply themselves with
-probability ``p`` and return a float32 array; labels never change. The spatial
-``RandomElastic`` and ``RandomFlipLeftRight`` move image and labels together.
+probability ``p`` and return a float32 array; labels never change. ``RandomTissueContrast``
+also reads the labels (``transform(image, classes, rng)``). The spatial ``RandomElastic`` and
+``RandomFlipLeftRight`` move image and labels together. A transform with ``p`` 0 draws no
+random numbers, so adding one switched off leaves earlier recipes' random streams as they were.
 Registration-based augmentation (warping a labelled brain onto an unlabelled one) is in
 ``warp_augment``.
 """
@@ -20,7 +22,7 @@ class RandomTransform:
     p: float = 0.5
 
     def __call__(self, x: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-        return self.apply(x, rng) if rng.random() < self.p else x
+        return self.apply(x, rng) if self.p > 0 and rng.random() < self.p else x
 
     def apply(self, x: np.ndarray, rng: np.random.Generator) -> np.ndarray:
         raise NotImplementedError
@@ -70,6 +72,56 @@ class RandomNoise(RandomTransform):
     def apply(self, x, rng):
         noise = rng.normal(0, rng.uniform(0, self.max_sigma), x.shape).astype(np.float32)
         return np.where(x > 0, x + noise, x)
+
+
+@dataclass
+class RandomLowResolution(RandomTransform):
+    """A coarser acquisition: blur to a voxel size drawn per axis from [1, ``max_mm``] mm
+    (the patch is on the 1 mm model grid), sample at that size, interpolate back, as the
+    participant level sees a 2 mm or thick-slice scan. Background stays zero."""
+
+    p: float = 0.0
+    max_mm: float = 3.0
+
+    def apply(self, x, rng):
+        voxel = rng.uniform(1.0, self.max_mm, 3)
+        # A voxel of v mm averages over a FWHM of about v mm; the image already has 1 mm.
+        blurred = ndimage.gaussian_filter(x, np.sqrt(voxel**2 - 1) / 2.355)
+        coarse = ndimage.zoom(blurred, 1 / voxel, order=1, grid_mode=True, mode="nearest")
+        back = ndimage.zoom(coarse, np.array(x.shape) / coarse.shape, order=1, grid_mode=True,
+                            mode="nearest")
+        return np.where(x > 0, back, 0).astype(np.float32)
+
+
+@dataclass
+class RandomTissueContrast:
+    """Shift each tissue's intensity by its own random amount, so that the contrast between
+    tissues varies as it does between sequences and scanners: on IXI's 2 mm scans
+    hippocampus and amygdala are nearly as bright as white matter, on Mindboggle's MPRAGE
+    they are as dark as cortex (docs/training.md). A light form of SynthSeg's random
+    intensities per label, applied to real images.
+
+    ``tissue_of_class`` is ``LabelTable.tissue_of_class()``: classes of one tissue share a
+    shift, so no edge appears between cortical parcels or between a structure's two
+    hemispheres. The shift map is smoothed over ``smooth`` voxels, so that its edges do not
+    give the labels away. Called as ``transform(image, classes, rng)``; background stays zero.
+    """
+
+    tissue_of_class: np.ndarray
+    p: float = 0.0
+    max_shift: float = 0.25
+    smooth: float = 1.0
+
+    def __call__(self, image: np.ndarray, classes: np.ndarray, rng: np.random.Generator
+                 ) -> np.ndarray:
+        if not (self.p > 0 and rng.random() < self.p):
+            return image
+        shifts = rng.uniform(-self.max_shift, self.max_shift, self.tissue_of_class.max() + 1)
+        shifts[self.tissue_of_class[0]] = 0.0
+        field = ndimage.gaussian_filter(shifts.astype(np.float32)[self.tissue_of_class[classes]],
+                                        self.smooth)
+        # A floor above zero: zero means "outside the brain" to the network.
+        return np.where(image > 0, np.maximum(image + field, 0.01), 0).astype(np.float32)
 
 
 @dataclass

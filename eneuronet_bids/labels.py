@@ -86,6 +86,20 @@ class LabelTable:
     def to_labels(self, classes: np.ndarray) -> np.ndarray:
         return self.indices[classes]
 
+    def tissue_of_class(self) -> np.ndarray:
+        """A tissue number per class, for augmentations that treat a tissue as one: 0 for
+        background, one for all cortical parcels, one for white matter, and one per
+        non-cortical structure, shared by its left and right parts."""
+        tissues: dict[str, int] = {"background": 0, "cortical": 1, "white-matter": 2}
+        out = np.zeros(len(self.labels), dtype=np.int64)
+        for k, lab in enumerate(self.labels):
+            key = lab.group
+            if key == "non-cortical":
+                key = next((lab.name[len(a):] for a, _ in _HEMISPHERE_PREFIXES
+                            if lab.name.startswith(a)), lab.name)
+            out[k] = tissues.setdefault(key, len(tissues))
+        return out
+
     def mirrored(self) -> np.ndarray:
         """Class index of each class's left-right counterpart (itself for midline classes):
         what a class of a left-right mirrored image means in the original image."""

@@ -115,6 +115,13 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--flip-p", type=float, default=0.5,
                    help="probability that a training patch is mirrored left-right, with left "
                         "and right labels swapped (0 turns it off)")
+    g.add_argument("--tissue-contrast-p", type=float, default=0.0,
+                   help="probability that each tissue's intensity in a training patch is "
+                        "shifted by its own random amount (contrast unlike the training "
+                        "scans'; default 0)")
+    g.add_argument("--low-resolution-p", type=float, default=0.0,
+                   help="probability that a training patch is blurred and resampled as if "
+                        "acquired at 1-3 mm per axis (default 0)")
     g.add_argument("--init-weights", type=_abspath, metavar="FILE",
                    help="warm start from a model file or checkpoint (ignored with --resume)")
 
@@ -165,8 +172,9 @@ def validate_paths(args: argparse.Namespace) -> None:
         if args.pairs_per_subject < 1 or not 0 <= args.registration_p <= 1:
             raise UsageError("--pairs-per-subject must be at least 1 and --registration-p "
                              "within [0, 1]")
-        if not 0 <= args.flip_p <= 1:
-            raise UsageError("--flip-p must be within [0, 1]")
+        for name in ("flip_p", "tissue_contrast_p", "low_resolution_p"):
+            if not 0 <= getattr(args, name) <= 1:
+                raise UsageError(f"--{name.replace('_', '-')} must be within [0, 1]")
     _check_writable(args.output_dir, "output_dir")
     if args.work_dir is not None:
         _check_writable(args.work_dir, "--work-dir")

@@ -26,7 +26,8 @@ from . import distributed
 from .array_cache import cached
 from .atomic import write_atomic
 from .augment import (Compose, RandomBiasField, RandomContrast, RandomElastic,
-                      RandomFlipLeftRight, RandomGamma, RandomNoise)
+                      RandomFlipLeftRight, RandomGamma, RandomLowResolution, RandomNoise,
+                      RandomTissueContrast)
 from .discovery import WorkUnit, discover
 from .infer import predict_probabilities, runtime_for
 from .labels import label_table, training_labels
@@ -82,6 +83,12 @@ class TrainConfig:
     registration_p: float = 1 / 3
     #: Probability that a training patch is mirrored left-right, left and right labels swapped.
     flip_p: float = 0.5
+    #: Probability that each tissue of a patch has its intensity shifted by its own amount
+    #: (``augment.RandomTissueContrast``).
+    tissue_contrast_p: float = 0.0
+    #: Probability that a patch looks acquired at a coarser resolution
+    #: (``augment.RandomLowResolution``).
+    low_resolution_p: float = 0.0
     #: Also export the weights of every validation, to ``output_dir/validated/step-N/``, so
     #: that steps can be scored afterwards on data the validation does not see.
     keep_validated: bool = False
@@ -383,7 +390,9 @@ def _train(config: TrainConfig, group: distributed.Group, device: torch.device, 
     sampler = PatchSampler(examples, config.patch_size, rng, warped, config.registration_p)
     flip = RandomFlipLeftRight(table.mirrored(), templates.GRID_SHAPE[0], p=config.flip_p)
     elastic = RandomElastic(p=0.5 if config.augment != "none" else 0.0)
-    intensity = Compose([RandomGamma(), RandomContrast(), RandomBiasField(), RandomNoise()])
+    tissue_contrast = RandomTissueContrast(table.tissue_of_class(), p=config.tissue_contrast_p)
+    intensity = Compose([RandomLowResolution(p=config.low_resolution_p), RandomGamma(),
+                         RandomContrast(), RandomBiasField(), RandomNoise()])
 
     def checkpoint() -> None:
         _save_atomic({"model": model.state_dict(), "optimiser": optimiser.state_dict(),
@@ -404,8 +413,9 @@ def _train(config: TrainConfig, group: distributed.Group, device: torch.device, 
         patches = [flip(*sampler.sample(), rng) for _ in range(config.batch_size)]
         xs, ys = zip(*(elastic(x_, y_, rng) for x_, y_, _ in patches))
         x = torch.from_numpy(np.stack([
-            model_input(intensity(x_, rng), model.config, templates.GRID_SHAPE, start)
-            for x_, (_, _, start) in zip(xs, patches)])).to(device)
+            model_input(intensity(tissue_contrast(x_, y_, rng), rng), model.config,
+                        templates.GRID_SHAPE, start)
+            for x_, y_, (_, _, start) in zip(xs, ys, patches)])).to(device)
         y = torch.from_numpy(np.stack(ys).astype(np.int64)).to(device)
         x = x.contiguous(memory_format=torch.channels_last_3d)
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_bf16):
@@ -457,7 +467,8 @@ def _describe_run(config: TrainConfig, origin: str, steps: int, best_step: int) 
     """One line of a model's lineage: what this run did, enough to repeat it."""
     return (f"{steps} steps, weights from step {best_step}; {origin}; lr {config.lr:g}, "
             f"patch {config.patch_size}, batch {config.batch_size}, augment {config.augment}, "
-            f"flip_p {config.flip_p:g}, seed {config.seed}")
+            f"flip_p {config.flip_p:g}, tissue_contrast_p {config.tissue_contrast_p:g}, "
+            f"low_resolution_p {config.low_resolution_p:g}, seed {config.seed}")
 
 
 def _lineage_of(path: Path, blob: dict, digest: str) -> list[str]:

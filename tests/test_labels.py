@@ -42,6 +42,18 @@ def test_mirrored_swaps_hemispheres_and_keeps_the_midline():
             assert other.group == lab.group
 
 
+def test_tissues_join_cortical_parcels_and_the_two_hemispheres():
+    table = label_table()
+    tissue = table.tissue_of_class()
+    k = {lab.name: i for i, lab in enumerate(table)}
+    assert tissue[0] == 0 and (tissue[1:] > 0).all()
+    assert len(set(tissue[table.classes_in("cortical")])) == 1
+    assert tissue[k["Left-Cerebral-White-Matter"]] == tissue[k["Right-Cerebral-White-Matter"]]
+    assert tissue[k["Left-Hippocampus"]] == tissue[k["Right-Hippocampus"]]
+    assert len({tissue[k[n]] for n in ("Left-Hippocampus", "Left-Amygdala", "Left-Putamen",
+                                       "Left-Cerebral-White-Matter", "ctx-lh-insula")}) == 5
+
+
 def test_training_labels_merges_poles_and_derives_white_matter():
     lab = np.zeros((12, 6, 6), dtype=np.int32)
     lab[0:2] = 1028  # left superior frontal

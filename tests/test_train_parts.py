@@ -4,7 +4,7 @@ import torch
 import torch.nn.functional as F
 
 from eneuronet_bids.augment import (Compose, RandomBiasField, RandomContrast, RandomGamma,
-                                    RandomNoise)
+                                    RandomLowResolution, RandomNoise, RandomTissueContrast)
 from eneuronet_bids.train import (Example, PatchSampler, TrainConfig, _lr_at, find_labelled,
                                   segmentation_loss)
 
@@ -62,6 +62,43 @@ def test_augmentations_keep_shape_dtype_and_background():
     assert y.shape == x.shape and y.dtype == np.float32
     assert (y[x == 0] == 0).all()
     assert not np.allclose(y, x)
+
+
+def test_switched_off_transforms_draw_no_random_numbers():
+    rng, untouched = np.random.default_rng(3), np.random.default_rng(3)
+    x = np.ones((8, 8, 8), np.float32)
+    classes = np.ones((8, 8, 8), np.int64)
+    assert RandomLowResolution(p=0)(x, rng) is x
+    assert RandomTissueContrast(np.array([0, 1]), p=0)(x, classes, rng) is x
+    assert rng.random() == untouched.random()
+
+
+def test_tissue_contrast_shifts_each_tissue_by_one_amount():
+    rng = np.random.default_rng(4)
+    classes = np.zeros((40, 40, 40), np.int64)
+    classes[2:38, 2:38, 2:20] = 1  # two classes of tissue 1 side by side...
+    classes[2:38, 2:20, 2:20] = 2
+    classes[2:38, 2:38, 20:38] = 3  # ...and one of tissue 2
+    x = np.where(classes > 0, 0.5, 0).astype(np.float32)
+    y = RandomTissueContrast(np.array([0, 1, 1, 2]), p=1, max_shift=0.3)(x, classes, rng)
+    assert y.dtype == np.float32 and (y[classes == 0] == 0).all()
+    # more than 4 smoothing SDs from any edge between tissues
+    inner1, inner2 = y[7:33, 7:33, 7:15], y[7:33, 7:33, 25:33]
+    assert np.ptp(inner1) < 1e-5 and np.ptp(inner2) < 1e-5
+    assert abs(inner1.mean() - inner2.mean()) > 1e-3
+    assert (y[classes > 0] >= 0.01).all()
+
+
+def test_low_resolution_blurs_fine_detail_and_keeps_the_background():
+    rng = np.random.default_rng(5)
+    x = np.zeros((32, 32, 32), np.float32)
+    x[4:28, 4:28, 4:28] = 0.5 + 0.4 * (np.indices((24, 24, 24)).sum(0) % 2)  # a checkerboard
+    y = RandomLowResolution(p=1, max_mm=3.0)(x, rng)
+    assert y.shape == x.shape and y.dtype == np.float32
+    assert (y[x == 0] == 0).all()
+    inside = (slice(8, 24),) * 3
+    assert y[inside].std() < 0.5 * x[inside].std()
+    assert abs(y[inside].mean() - x[inside].mean()) < 0.05
 
 
 def test_elastic_moves_image_and_labels_together():
