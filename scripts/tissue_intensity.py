@@ -1,0 +1,94 @@
+#!/usr/bin/env python3
+"""Tissue contrast as the network sees it: the median normalised intensity of each coarse
+structure on the model grid, for held-out Mindboggle subjects (manual labels) and IXI scans
+(DLMUSE labels), and the difference. It shows how far another site's contrast lies from the
+training scans'.
+
+    python scripts/tissue_intensity.py ../shared/data --participants 13 14 15 16 \
+        --ixi-participants IXI012 IXI093 IXI163 IXI253 --work ../tissue \
+        --out docs/tissue_intensity.tsv
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+from evaluate_generalisation import COARSE
+from scipy import ndimage
+
+from eneuronet_bids import atomic, templates
+from eneuronet_bids.labels import training_labels
+from eneuronet_bids.preprocess import Preprocessed, mask_skull_stripped, preprocess
+
+
+def labels_on_grid(prep: Preprocessed, labels: nib.Nifti1Image) -> np.ndarray:
+    """A native-space label map brought onto the model grid (nearest neighbour)."""
+    grid_to_labels = np.linalg.inv(labels.affine) @ prep.template_to_native @ prep.grid_affine
+    return ndimage.affine_transform(np.asarray(labels.dataobj), grid_to_labels[:3, :3],
+                                    grid_to_labels[:3, 3], output_shape=templates.GRID_SHAPE,
+                                    order=0)
+
+
+def structure_medians(image: np.ndarray, labels: np.ndarray,
+                      ids: dict[str, tuple[int, ...]]) -> dict[str, float]:
+    """Median intensity inside each structure (NaN where it is absent)."""
+    out = {}
+    for name, members in ids.items():
+        inside = np.isin(labels, members) & (image > 0)
+        out[name] = float(np.median(image[inside])) if inside.any() else float("nan")
+    return out
+
+
+def mindboggle_medians(data: Path, sub: str, work: Path) -> dict[str, float]:
+    source = data / "mindboggle-oasis"
+    t1w = source / f"sub-{sub}" / "anat" / f"sub-{sub}_T1w.nii.gz"
+    manual = nib.load(source / "derivatives" / "mindboggle-manual" / f"sub-{sub}" / "anat"
+                      / f"sub-{sub}_desc-DKT31aseg_dseg.nii.gz")
+    # Mindboggle has no white-matter label; training derives it, and so does this.
+    brain = mask_skull_stripped(np.asarray(nib.load(t1w).dataobj))
+    full = nib.Nifti1Image(training_labels(np.asarray(manual.dataobj), brain), manual.affine)
+    prep = preprocess(t1w, skull_stripped=True, workdir=work / f"sub-{sub}")
+    return structure_medians(prep.image, labels_on_grid(prep, full),
+                             {name: fs for name, (_, fs) in COARSE.items()})
+
+
+def ixi_medians(data: Path, sub: str, work: Path) -> dict[str, float]:
+    t1w = data / "ixi" / f"sub-{sub}" / "anat" / f"sub-{sub}_T1w.nii.gz"
+    muse = nib.load(data / "ixi" / "derivatives" / "dlmuse" / f"sub-{sub}" / "anat"
+                    / f"sub-{sub}_desc-DLMUSE_dseg.nii.gz")
+    prep = preprocess(t1w, skull_stripped=False, workdir=work / f"sub-{sub}")
+    return structure_medians(prep.image, labels_on_grid(prep, muse),
+                             {name: muse_ids for name, (muse_ids, _) in COARSE.items()})
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("data", type=Path, help="the shared data folder (ixi/, mindboggle-oasis/)")
+    p.add_argument("--participants", nargs="+", required=True, metavar="LABEL",
+                   help="Mindboggle participants (skull-stripped, manual labels)")
+    p.add_argument("--ixi-participants", nargs="+", required=True, metavar="LABEL")
+    p.add_argument("--work", type=Path, required=True)
+    p.add_argument("--out", type=Path, required=True)
+    args = p.parse_args()
+    logging.basicConfig(level=logging.WARNING)
+
+    mindboggle = [mindboggle_medians(args.data, s, args.work / "mindboggle")
+                  for s in args.participants]
+    ixi = [ixi_medians(args.data, s, args.work / "ixi") for s in args.ixi_participants]
+    lines = [f"# median intensity on the model grid (brain 99th percentile = 1); Mindboggle "
+             f"{' '.join(args.participants)}; IXI {' '.join(args.ixi_participants)}",
+             "structure\tmindboggle\tixi\tixi_minus_mindboggle"]
+    for name in COARSE:
+        m = float(np.nanmean([d[name] for d in mindboggle]))
+        i = float(np.nanmean([d[name] for d in ixi]))
+        lines.append(f"{name}\t{m:.3f}\t{i:.3f}\t{i - m:+.3f}")
+    atomic.write_text(args.out, "\n".join(lines) + "\n")
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()
