@@ -35,7 +35,7 @@ from .metrics import dice_per_class, summarise_dice
 from .model import ENeuroNet, ModelConfig, model_input
 from .model_io import ModelError, export_model, sha256
 from .outputs import entities_from_name
-from .preprocess import preprocess, seed_ants
+from .preprocess import PREPROCESSING_VERSION, preprocess, seed_ants
 from .resample import resample
 from .warp_augment import RegistrationSettings, WarpJob, content_key, plan_pairs, warp_all
 
@@ -141,7 +141,7 @@ def _digest(*paths: Path) -> str:
     h = hashlib.sha256()
     for p in paths:
         h.update(p.read_bytes())
-    h.update(__version__.encode())
+    h.update(f"{__version__} {PREPROCESSING_VERSION}".encode())
     return h.hexdigest()[:16]
 
 
