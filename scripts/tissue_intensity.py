@@ -2,7 +2,8 @@
 """Tissue contrast as the network sees it: the median normalised intensity of each coarse
 structure on the model grid, for held-out Mindboggle subjects (manual labels) and IXI scans
 (DLMUSE labels), and the difference. It shows how far another site's contrast lies from the
-training scans'.
+training scans'. A second table gives IXI's white matter by region: white matter is one tissue,
+so a spread between regions is bias that N4 left.
 
     python scripts/tissue_intensity.py ../shared/data --participants 13 14 15 16 \
         --ixi-participants IXI012 IXI093 IXI163 IXI253 --work ../tissue \
@@ -23,6 +24,12 @@ from scipy import ndimage
 from eneuronet_bids import atomic, templates
 from eneuronet_bids.labels import training_labels
 from eneuronet_bids.preprocess import Preprocessed, mask_skull_stripped, preprocess
+
+
+#: DLMUSE white-matter regions, central to peripheral.
+IXI_WHITE_MATTER = {"internal capsules": (91, 92, 93, 94), "corpus callosum": (95,),
+                    "temporal": (87, 88), "frontal": (81, 82), "parietal": (85, 86),
+                    "occipital": (83, 84)}
 
 
 def labels_on_grid(prep: Preprocessed, labels: nib.Nifti1Image) -> np.ndarray:
@@ -56,13 +63,16 @@ def mindboggle_medians(data: Path, sub: str, work: Path) -> dict[str, float]:
                              {name: fs for name, (_, fs) in COARSE.items()})
 
 
-def ixi_medians(data: Path, sub: str, work: Path) -> dict[str, float]:
+def ixi_medians(data: Path, sub: str, work: Path) -> tuple[dict[str, float], dict[str, float]]:
+    """Medians of the coarse structures and of the white-matter regions."""
     t1w = data / "ixi" / f"sub-{sub}" / "anat" / f"sub-{sub}_T1w.nii.gz"
     muse = nib.load(data / "ixi" / "derivatives" / "dlmuse" / f"sub-{sub}" / "anat"
                     / f"sub-{sub}_desc-DLMUSE_dseg.nii.gz")
     prep = preprocess(t1w, skull_stripped=False, workdir=work / f"sub-{sub}")
-    return structure_medians(prep.image, labels_on_grid(prep, muse),
-                             {name: muse_ids for name, (muse_ids, _) in COARSE.items()})
+    on_grid = labels_on_grid(prep, muse)
+    return (structure_medians(prep.image, on_grid,
+                              {name: muse_ids for name, (muse_ids, _) in COARSE.items()}),
+            structure_medians(prep.image, on_grid, IXI_WHITE_MATTER))
 
 
 def main() -> None:
@@ -78,7 +88,8 @@ def main() -> None:
 
     mindboggle = [mindboggle_medians(args.data, s, args.work / "mindboggle")
                   for s in args.participants]
-    ixi = [ixi_medians(args.data, s, args.work / "ixi") for s in args.ixi_participants]
+    ixi, ixi_wm = zip(*(ixi_medians(args.data, s, args.work / "ixi")
+                        for s in args.ixi_participants))
     lines = [f"# median intensity on the model grid (brain 99th percentile = 1); Mindboggle "
              f"{' '.join(args.participants)}; IXI {' '.join(args.ixi_participants)}",
              "structure\tmindboggle\tixi\tixi_minus_mindboggle"]
@@ -86,6 +97,8 @@ def main() -> None:
         m = float(np.nanmean([d[name] for d in mindboggle]))
         i = float(np.nanmean([d[name] for d in ixi]))
         lines.append(f"{name}\t{m:.3f}\t{i:.3f}\t{i - m:+.3f}")
+    lines += ["", "# IXI white matter by region", "region\tixi"]
+    lines += [f"{name}\t{np.nanmean([d[name] for d in ixi_wm]):.3f}" for name in IXI_WHITE_MATTER]
     atomic.write_text(args.out, "\n".join(lines) + "\n")
     print("\n".join(lines))
 
