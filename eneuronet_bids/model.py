@@ -25,6 +25,9 @@ class ModelConfig:
     #: Add three input channels with each voxel's position on the model grid (see
     #: ``model_input``); without them a network trained on patches cannot tell left from right.
     positional: bool = True
+    #: The N4 setting of the preprocessing the network was trained on, and so must see
+    #: (``preprocess.N4_ITERATIONS``); files without it were trained on "quick".
+    n4: str = "quick"
 
     @property
     def in_channels(self) -> int:

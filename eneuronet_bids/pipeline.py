@@ -72,7 +72,8 @@ class _Worker:
         skull_stripped = cfg.skull_stripped or bool(unit.metadata.get("SkullStripped", False))
         work = cfg.work_dir / unit.label
         t_start = time.perf_counter()
-        prep = preprocess(unit.path, skull_stripped=skull_stripped, workdir=work)
+        prep = preprocess(unit.path, skull_stripped=skull_stripped, workdir=work,
+                          n4=self.model.config.n4)
         timings = dict(prep.timings)
 
         to_native = prep.grid_to_native_voxels()

@@ -1,9 +1,9 @@
-"""Preprocessing of one T1w image: reorient, brain extraction (after a quick N4 of the head),
-N4 inside the brain, rigid alignment to the template, resampling onto the model grid and
-intensity normalisation.
+"""Preprocessing of one T1w image: reorient, N4, brain extraction, rigid alignment to the
+template, resampling onto the model grid and intensity normalisation.
 
 Training and inference both go through :func:`preprocess`, so the model sees the same kind of
-input in both.
+input in both; the one setting that differs between models (``n4``) is stored with the model
+(``ModelConfig.n4``).
 """
 
 from __future__ import annotations
@@ -31,16 +31,12 @@ _LPS = np.diag([-1.0, -1.0, 1.0, 1.0])
 #: Resolution at which N4 and the registrations are estimated; results apply at full resolution.
 COARSE_MM = 2.0
 MAX_VOXEL_MM = 1.5
-#: N4 fitting levels and iterations per level of the correction the network sees, estimated
-#: inside the brain mask. On IXI's 3T heads the central white matter is 25 % brighter than the
-#: lobar; N4 on the whole head, or with three levels of 15, 15 and 10 iterations, left that
-#: gradient, and the network took hippocampus and amygdala for white matter (docs/training.md).
-N4_ITERATIONS = (50, 50, 50, 50)
-#: The quick whole-head pass that only brain extraction uses.
-N4_QUICK_ITERATIONS = (15, 15, 10)
-#: Changes whenever preprocessing gives different images, so that caches keyed by input
-#: content (training's) are not reused across such a change.
-PREPROCESSING_VERSION = 2
+#: N4 fitting levels and iterations per level. "quick": three short levels, on the whole head
+#: of a full-head image, which brain extraction always uses and the shipped model was trained
+#: on. "brain": four levels of 50, inside the brain mask after brain extraction. On IXI's 3T
+#: heads the quick pass leaves the central white matter 25 % brighter than the lobar (more
+#: iterations on the whole head leave it too); "brain" evens it out (docs/training.md).
+N4_ITERATIONS = {"quick": (15, 15, 10), "brain": (50, 50, 50, 50)}
 MAX_ANISOTROPY = 2.0
 
 
@@ -140,12 +136,15 @@ def _template_images() -> tuple[ants.ANTsImage, ants.ANTsImage]:
 
 
 def bias_correct(img: ants.ANTsImage, mask: ants.ANTsImage | None,
-                 iterations: tuple[int, ...] = N4_ITERATIONS) -> ants.ANTsImage:
+                 iterations: tuple[int, ...] = N4_ITERATIONS["quick"]) -> ants.ANTsImage:
     """N4 estimated on a 2 mm copy (shrunk 4x inside N4; a bias field is smooth: shrinking 2x
     gave the same field on an IXI head in seven times the time); the field is then applied at
-    full resolution. ``iterations``: one number per fitting level. A convergence threshold
-    would stop sooner, but when it stops turned out to swing threefold between near-identical
-    inputs.
+    full resolution. ``iterations``: one number per fitting level.
+
+    The quick 15, 15 and 10 instead of 50, 50 and 30 take a third of the time; on three sample
+    heads the log field moved by 0.01 (p99 inside the head; 0.05 on one with a strong bias). A
+    convergence threshold would stop sooner still, but when it stops turned out to swing
+    threefold between near-identical inputs.
     """
     coarse = _coarse(img)
     coarse_mask = None
@@ -318,8 +317,11 @@ def seed_ants(seed: int, threads: int) -> None:
     os.environ["ITK_GLOBAL_DEFAULT_NUMBER_OF_THREADS"] = str(threads)
 
 
-def preprocess(path: Path, *, skull_stripped: bool, workdir: Path) -> Preprocessed:
-    """Run every preprocessing stage on one T1w image."""
+def preprocess(path: Path, *, skull_stripped: bool, workdir: Path, n4: str = "quick"
+               ) -> Preprocessed:
+    """Run every preprocessing stage on one T1w image; ``n4`` is a key of ``N4_ITERATIONS``."""
+    if n4 not in N4_ITERATIONS:
+        raise ValueError(f"unknown N4 setting {n4!r}")
     timings: dict[str, float] = {}
     t0 = time.perf_counter()
     native, warnings = load_t1w(path)
@@ -332,22 +334,27 @@ def preprocess(path: Path, *, skull_stripped: bool, workdir: Path) -> Preprocess
     workdir.mkdir(parents=True, exist_ok=True)
     scratch = Path(tempfile.mkdtemp(prefix="ants_", dir=workdir))
     try:
-        initial = None
+        t0 = time.perf_counter()
         if skull_stripped:
             mask = tissue = mask_skull_stripped(img.numpy())
+            corrected = bias_correct(img, img.new_image_like(mask.astype(np.float32)),
+                                     N4_ITERATIONS[n4])
         else:
+            corrected = bias_correct(img, None)
+        timings["bias_correction"] = time.perf_counter() - t0
+
+        initial = None
+        if not skull_stripped:
             t0 = time.perf_counter()
-            quick = bias_correct(img, None, N4_QUICK_ITERATIONS)
-            timings["bias_correction"] = time.perf_counter() - t0
-            t0 = time.perf_counter()
-            mask, tissue, initial = extract_brain(quick, scratch)
+            mask, tissue, initial = extract_brain(corrected, scratch)
             timings["brain_extraction"] = time.perf_counter() - t0
         if tissue.sum() < 1000:
             raise InputError(f"{path.name}: brain mask is empty; is this a T1w image of a head?")
-        t0 = time.perf_counter()
-        corrected = bias_correct(img, img.new_image_like(mask.astype(np.float32)))
-        timings["bias_correction"] = timings.get("bias_correction", 0.0) + (
-            time.perf_counter() - t0)
+        if n4 == "brain" and not skull_stripped:
+            t0 = time.perf_counter()
+            corrected = bias_correct(img, img.new_image_like(mask.astype(np.float32)),
+                                     N4_ITERATIONS[n4])
+            timings["bias_correction"] += time.perf_counter() - t0
 
         t0 = time.perf_counter()
         brain_data = corrected.numpy() * tissue

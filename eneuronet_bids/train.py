@@ -35,7 +35,7 @@ from .metrics import dice_per_class, summarise_dice
 from .model import ENeuroNet, ModelConfig, model_input
 from .model_io import ModelError, export_model, sha256
 from .outputs import entities_from_name
-from .preprocess import PREPROCESSING_VERSION, preprocess, seed_ants
+from .preprocess import N4_ITERATIONS, preprocess, seed_ants
 from .resample import resample
 from .warp_augment import RegistrationSettings, WarpJob, content_key, plan_pairs, warp_all
 
@@ -89,6 +89,8 @@ class TrainConfig:
     #: Probability that a patch looks acquired at a coarser resolution
     #: (``augment.RandomLowResolution``).
     low_resolution_p: float = 0.0
+    #: N4 setting of the preprocessing (``preprocess.N4_ITERATIONS``), stored with the model.
+    n4: str = "quick"
     #: Also export the weights of every validation, to ``output_dir/validated/step-N/``, so
     #: that steps can be scored afterwards on data the validation does not see.
     keep_validated: bool = False
@@ -99,6 +101,8 @@ class TrainConfig:
     def __post_init__(self):
         if self.augment not in ("none", "elastic", "registration"):
             raise ValueError(f"unknown augmentation {self.augment!r}")
+        if self.n4 not in N4_ITERATIONS:
+            raise ValueError(f"unknown N4 setting {self.n4!r}")
         if self.augment == "registration" and self.unlabelled_dir is None:
             raise ValueError("--augment registration needs --unlabelled DIR")
 
@@ -137,18 +141,20 @@ def find_labelled(config: TrainConfig) -> list[tuple[str, WorkUnit, Path]]:
     return pairs
 
 
-def _digest(*paths: Path) -> str:
+def _digest(*paths: Path, n4: str) -> str:
     h = hashlib.sha256()
     for p in paths:
         h.update(p.read_bytes())
-    h.update(f"{__version__} {PREPROCESSING_VERSION}".encode())
+    h.update(__version__.encode())
+    if n4 != "quick":  # so that caches made before the setting existed stay valid
+        h.update(n4.encode())
     return h.hexdigest()[:16]
 
 
 def _preprocess(t1w: WorkUnit, config: TrainConfig, name: str):
     skull_stripped = config.skull_stripped or bool(t1w.metadata.get("SkullStripped", False))
     return preprocess(t1w.path, skull_stripped=skull_stripped,
-                      workdir=config.work_dir / "train_prep" / name)
+                      workdir=config.work_dir / "train_prep" / name, n4=config.n4)
 
 
 def prepare_example(participant: str, t1w: WorkUnit, labels: Path,
@@ -168,7 +174,8 @@ def prepare_example(participant: str, t1w: WorkUnit, labels: Path,
         return {"image": prep.image.astype(np.float16),
                 "classes": on_grid.numpy().astype(np.uint8)}
 
-    cache = config.work_dir / "train_cache" / f"sub-{participant}_{_digest(t1w.path, labels)}.npz"
+    key = _digest(t1w.path, labels, n4=config.n4)
+    cache = config.work_dir / "train_cache" / f"sub-{participant}_{key}.npz"
     z = cached(cache, make)
     return Example(participant, z["image"].astype(np.float32), z["classes"])
 
@@ -176,7 +183,8 @@ def prepare_example(participant: str, t1w: WorkUnit, labels: Path,
 def prepare_unlabelled(t1w: WorkUnit, config: TrainConfig) -> np.ndarray:
     """An unlabelled image on the model grid (brain-extracted, normalised), cached."""
     sub = t1w.entities["subject"]
-    cache = config.work_dir / "unlabelled_cache" / f"sub-{sub}_{_digest(t1w.path)}.npz"
+    key = _digest(t1w.path, n4=config.n4)
+    cache = config.work_dir / "unlabelled_cache" / f"sub-{sub}_{key}.npz"
     z = cached(cache, lambda: {"image": _preprocess(t1w, config, f"unlabelled-{sub}")
                                 .image.astype(np.float16)})
     return z["image"].astype(np.float32)
@@ -322,7 +330,8 @@ def run(config: TrainConfig) -> Path:
 def _train(config: TrainConfig, group: distributed.Group, device: torch.device, use_bf16: bool,
            rng: np.random.Generator) -> Path:
     table = label_table()
-    model = ENeuroNet(ModelConfig(n_classes=len(table), dropout=config.dropout)).to(device)
+    model = ENeuroNet(ModelConfig(n_classes=len(table), dropout=config.dropout, n4=config.n4)
+                      ).to(device)
     model = model.to(memory_format=torch.channels_last_3d)
     ckpt_path = config.output_dir / "checkpoint.pt"
     resuming = config.resume and ckpt_path.exists()
@@ -357,7 +366,7 @@ def _train(config: TrainConfig, group: distributed.Group, device: torch.device, 
 
     def export(directory: Path, state: dict, steps: int, kept: int, scores: dict | None) -> Path:
         return export_model(
-            directory, ModelConfig(n_classes=len(table), dropout=config.dropout), state,
+            directory, model.config, state,
             training={"config": config.to_json(), "steps": steps, "best_step": kept,
                       "lineage": [*inherited, _describe_run(config, origin, steps, kept)],
                       "train_participants": [p[0] for p in train_pairs],
@@ -468,7 +477,7 @@ def _describe_run(config: TrainConfig, origin: str, steps: int, best_step: int) 
     return (f"{steps} steps, weights from step {best_step}; {origin}; lr {config.lr:g}, "
             f"patch {config.patch_size}, batch {config.batch_size}, augment {config.augment}, "
             f"flip_p {config.flip_p:g}, tissue_contrast_p {config.tissue_contrast_p:g}, "
-            f"low_resolution_p {config.low_resolution_p:g}, seed {config.seed}")
+            f"low_resolution_p {config.low_resolution_p:g}, n4 {config.n4}, seed {config.seed}")
 
 
 def _lineage_of(path: Path, blob: dict, digest: str) -> list[str]:

@@ -18,8 +18,7 @@ import numpy as np
 import nibabel as nib
 
 from eneuronet_bids.metrics import dice_per_class
-from eneuronet_bids.preprocess import (N4_QUICK_ITERATIONS, bias_correct, extract_brain, load_t1w,
-                                       seed_ants, to_ants)
+from eneuronet_bids.preprocess import bias_correct, extract_brain, load_t1w, seed_ants, to_ants
 
 
 def main() -> None:
@@ -41,8 +40,7 @@ def main() -> None:
         canonical = nib.as_closest_canonical(native)
         truth = np.asarray(nib.as_closest_canonical(nib.load(ref)).dataobj) > 0
         t0 = time.perf_counter()
-        img = bias_correct(to_ants(np.asarray(canonical.dataobj), canonical.affine), None,
-                           N4_QUICK_ITERATIONS)
+        img = bias_correct(to_ants(np.asarray(canonical.dataobj), canonical.affine), None)
         with tempfile.TemporaryDirectory() as tmp:
             mask, _, _ = extract_brain(img, Path(tmp))
         seconds = time.perf_counter() - t0
