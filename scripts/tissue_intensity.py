@@ -7,7 +7,7 @@ so a spread between regions is bias that N4 left.
 
     python scripts/tissue_intensity.py ../shared/data --participants 13 14 15 16 \
         --ixi-participants IXI012 IXI093 IXI163 IXI253 --work ../tissue \
-        --out docs/tissue_intensity.tsv
+        --out docs/tissue_intensity.tsv        # add --n4 brain for that N4 setting
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from scipy import ndimage
 
 from eneuronet_bids import atomic, templates
 from eneuronet_bids.labels import training_labels
-from eneuronet_bids.preprocess import Preprocessed, mask_skull_stripped, preprocess
+from eneuronet_bids.preprocess import N4_ITERATIONS, Preprocessed, mask_skull_stripped, preprocess
 
 
 #: DLMUSE white-matter regions, central to peripheral.
@@ -50,7 +50,7 @@ def structure_medians(image: np.ndarray, labels: np.ndarray,
     return out
 
 
-def mindboggle_medians(data: Path, sub: str, work: Path) -> dict[str, float]:
+def mindboggle_medians(data: Path, sub: str, work: Path, n4: str) -> dict[str, float]:
     source = data / "mindboggle-oasis"
     t1w = source / f"sub-{sub}" / "anat" / f"sub-{sub}_T1w.nii.gz"
     manual = nib.load(source / "derivatives" / "mindboggle-manual" / f"sub-{sub}" / "anat"
@@ -58,17 +58,18 @@ def mindboggle_medians(data: Path, sub: str, work: Path) -> dict[str, float]:
     # Mindboggle has no white-matter label; training derives it, and so does this.
     brain = mask_skull_stripped(np.asarray(nib.load(t1w).dataobj))
     full = nib.Nifti1Image(training_labels(np.asarray(manual.dataobj), brain), manual.affine)
-    prep = preprocess(t1w, skull_stripped=True, workdir=work / f"sub-{sub}")
+    prep = preprocess(t1w, skull_stripped=True, workdir=work / f"sub-{sub}", n4=n4)
     return structure_medians(prep.image, labels_on_grid(prep, full),
                              {name: fs for name, (_, fs) in COARSE.items()})
 
 
-def ixi_medians(data: Path, sub: str, work: Path) -> tuple[dict[str, float], dict[str, float]]:
+def ixi_medians(data: Path, sub: str, work: Path, n4: str
+                ) -> tuple[dict[str, float], dict[str, float]]:
     """Medians of the coarse structures and of the white-matter regions."""
     t1w = data / "ixi" / f"sub-{sub}" / "anat" / f"sub-{sub}_T1w.nii.gz"
     muse = nib.load(data / "ixi" / "derivatives" / "dlmuse" / f"sub-{sub}" / "anat"
                     / f"sub-{sub}_desc-DLMUSE_dseg.nii.gz")
-    prep = preprocess(t1w, skull_stripped=False, workdir=work / f"sub-{sub}")
+    prep = preprocess(t1w, skull_stripped=False, workdir=work / f"sub-{sub}", n4=n4)
     on_grid = labels_on_grid(prep, muse)
     return (structure_medians(prep.image, on_grid,
                               {name: muse_ids for name, (muse_ids, _) in COARSE.items()}),
@@ -81,16 +82,18 @@ def main() -> None:
     p.add_argument("--participants", nargs="+", required=True, metavar="LABEL",
                    help="Mindboggle participants (skull-stripped, manual labels)")
     p.add_argument("--ixi-participants", nargs="+", required=True, metavar="LABEL")
+    p.add_argument("--n4", choices=sorted(N4_ITERATIONS), default="quick")
     p.add_argument("--work", type=Path, required=True)
     p.add_argument("--out", type=Path, required=True)
     args = p.parse_args()
     logging.basicConfig(level=logging.WARNING)
 
-    mindboggle = [mindboggle_medians(args.data, s, args.work / "mindboggle")
+    mindboggle = [mindboggle_medians(args.data, s, args.work / "mindboggle", args.n4)
                   for s in args.participants]
-    ixi, ixi_wm = zip(*(ixi_medians(args.data, s, args.work / "ixi")
+    ixi, ixi_wm = zip(*(ixi_medians(args.data, s, args.work / "ixi", args.n4)
                         for s in args.ixi_participants))
-    lines = [f"# median intensity on the model grid (brain 99th percentile = 1); Mindboggle "
+    lines = [f"# median intensity on the model grid (brain 99th percentile = 1), N4 {args.n4}; "
+             f"Mindboggle "
              f"{' '.join(args.participants)}; IXI {' '.join(args.ixi_participants)}",
              "structure\tmindboggle\tixi\tixi_minus_mindboggle"]
     for name in COARSE:

@@ -1,6 +1,7 @@
 import json
 
 import numpy as np
+import pytest
 import torch
 
 from eneuronet_bids.labels import label_table
@@ -34,3 +35,35 @@ def test_exported_model_loads_and_its_card_says_how_it_was_made(tmp_path):
     cortical = np.nanmean(dice[table.classes_in("cortical")])
     assert f"| cortical | {cortical:.3f} |" in md
     assert f"| {list(table)[3].name} | n/a |" in md
+
+
+def test_the_participant_level_preprocesses_as_the_model_was_trained(tmp_path, monkeypatch):
+    """A model trained with ``--n4 brain`` carries the setting in its file, the participant
+    level hands it to preprocessing, and files from before the setting mean "quick"."""
+    from eneuronet_bids import pipeline
+    from eneuronet_bids.discovery import WorkUnit
+
+    seen = []
+
+    class Seen(Exception):
+        pass
+
+    def fake_preprocess(path, *, skull_stripped, workdir, n4):
+        seen.append(n4)
+        raise Seen
+
+    monkeypatch.setattr(pipeline, "preprocess", fake_preprocess)
+    config = ModelConfig(n_classes=len(label_table()), n4="brain")
+    path = export_model(tmp_path / "m", config, ENeuroNet(config).state_dict(),
+                        training={}, validation=None)
+    blob = torch.load(path, weights_only=True)
+    del blob["model_config"]["n4"]
+    torch.save(blob, tmp_path / "old.pt")
+    unit = WorkUnit(tmp_path / "sub-01_T1w.nii.gz", {"subject": "01"})
+    for model in (path, tmp_path / "old.pt"):
+        worker = pipeline._Worker(pipeline.ParticipantConfig(
+            bids_dir=tmp_path, output_dir=tmp_path / "out", work_dir=tmp_path / "work",
+            model=model))
+        with pytest.raises(Seen):
+            worker.process(unit)
+    assert seen == ["brain", "quick"]

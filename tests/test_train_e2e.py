@@ -207,3 +207,13 @@ def test_two_process_ddp_on_cpu_with_gloo(data):
     rows = list(csv.DictReader((out / "training_log.csv").open()))
     assert [r["step"] for r in rows] == ["1", "2"]  # one log, not one per rank
     load_model(out / "model" / "eneuronet.pt", torch.device("cpu"))
+
+
+def test_the_n4_setting_goes_into_the_model(data):
+    out = data["root"] / "n4_brain"
+    assert _train(data, out, "--steps", "1", "--augment", "none", "--val-participants", "99",
+                  "--n4", "brain") == EXIT_OK
+    model, _ = load_model(out / "model" / "eneuronet.pt", torch.device("cpu"))
+    assert model.config.n4 == "brain"
+    card = json.loads((out / "model" / "model_card.json").read_text())
+    assert card["model_config"]["n4"] == "brain" and "n4 brain" in card["training"]["lineage"][-1]

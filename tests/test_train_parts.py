@@ -5,8 +5,8 @@ import torch.nn.functional as F
 
 from eneuronet_bids.augment import (Compose, RandomBiasField, RandomContrast, RandomGamma,
                                     RandomLowResolution, RandomNoise, RandomTissueContrast)
-from eneuronet_bids.train import (Example, PatchSampler, TrainConfig, _lr_at, find_labelled,
-                                  segmentation_loss)
+from eneuronet_bids.train import (Example, PatchSampler, TrainConfig, _digest, _lr_at,
+                                  find_labelled, segmentation_loss)
 
 
 def test_loss_matches_one_hot_dice_plus_cross_entropy():
@@ -256,3 +256,17 @@ def test_each_t1w_is_paired_with_its_own_label_map(tmp_path):
         ("01", "sub-01_run-2_T1w.nii.gz", "sub-01_run-2_desc-DKT31aseg_dseg.nii.gz"),
         ("02", "sub-02_T1w.nii.gz", "sub-02_desc-DKT31aseg_dseg.nii.gz"),
     ]
+
+
+def test_cache_keys_differ_by_n4_and_quick_keeps_the_old_key(tmp_path):
+    import hashlib
+
+    from eneuronet_bids import __version__
+
+    image = tmp_path / "t1w.nii.gz"
+    image.write_bytes(b"not really an image")
+    old = hashlib.sha256(image.read_bytes() + __version__.encode()).hexdigest()[:16]
+    assert _digest(image, n4="quick") == old  # caches made before the setting stay valid
+    assert _digest(image, n4="brain") != old
+    with pytest.raises(ValueError, match="N4"):
+        TrainConfig(bids_dir=tmp_path, output_dir=tmp_path, labels_dir=tmp_path, n4="strong")
