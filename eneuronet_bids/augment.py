@@ -96,10 +96,10 @@ class RandomLowResolution(RandomTransform):
 @dataclass
 class RandomTissueContrast:
     """Shift each tissue's intensity by its own random amount, so that the contrast between
-    tissues varies as it does between sequences and scanners: on IXI's 2 mm scans
-    hippocampus and amygdala are nearly as bright as white matter, on Mindboggle's MPRAGE
-    they are as dark as cortex (docs/training.md). A light form of SynthSeg's random
-    intensities per label, applied to real images.
+    tissues varies as it does between sequences and scanners: against white matter, IXI's
+    grey structures are 0.06 to 0.21 brighter than Mindboggle's, by structure
+    (docs/tissue_intensity_n4-brain.tsv). A light form of SynthSeg's random intensities per
+    label, applied to real images.
 
     ``tissue_of_class`` is ``LabelTable.tissue_of_class()``: classes of one tissue share a
     shift, so no edge appears between cortical parcels or between a structure's two

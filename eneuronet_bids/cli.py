@@ -148,7 +148,8 @@ def _train(args, work_dir: Path) -> int:
         unlabelled_exclude=tuple(args.unlabelled_exclude),
         pairs_per_subject=args.pairs_per_subject, registration_p=args.registration_p,
         flip_p=args.flip_p, tissue_contrast_p=args.tissue_contrast_p,
-        low_resolution_p=args.low_resolution_p, n4=args.n4, keep_validated=args.keep_validated,
+        low_resolution_p=args.low_resolution_p, gamma_log_range=args.gamma_log_range,
+        n4=args.n4, keep_validated=args.keep_validated,
         stop_after=args.stop_after,
     )
     try:

@@ -119,6 +119,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="probability that each tissue's intensity in a training patch is "
                         "shifted by its own random amount (contrast unlike the training "
                         "scans'; default 0)")
+    g.add_argument("--gamma-log-range", type=float, default=0.4, metavar="R",
+                   help="intensity augmentation's gamma is drawn from exp(-R) to exp(R) "
+                        "(default 0.4: 0.67 to 1.49)")
     g.add_argument("--n4", choices=["quick", "brain"], default="quick",
                    help="bias correction of the training images, stored with the model so "
                         "that the participant level repeats it: quick = three short N4 levels "
@@ -176,6 +179,8 @@ def validate_paths(args: argparse.Namespace) -> None:
         if args.pairs_per_subject < 1 or not 0 <= args.registration_p <= 1:
             raise UsageError("--pairs-per-subject must be at least 1 and --registration-p "
                              "within [0, 1]")
+        if not 0 <= args.gamma_log_range <= 1.5:
+            raise UsageError("--gamma-log-range must be within [0, 1.5]")
         for name in ("flip_p", "tissue_contrast_p", "low_resolution_p"):
             if not 0 <= getattr(args, name) <= 1:
                 raise UsageError(f"--{name.replace('_', '-')} must be within [0, 1]")
