@@ -23,7 +23,8 @@ from scipy import ndimage
 
 from eneuronet_bids import atomic, templates
 from eneuronet_bids.labels import training_labels
-from eneuronet_bids.preprocess import N4_ITERATIONS, Preprocessed, mask_skull_stripped, preprocess
+from eneuronet_bids.preprocess import (N4_ITERATIONS, Preprocessed, mask_skull_stripped,
+                                       preprocess, seed_ants)
 
 
 #: DLMUSE white-matter regions, central to peripheral.
@@ -87,6 +88,7 @@ def main() -> None:
     p.add_argument("--out", type=Path, required=True)
     args = p.parse_args()
     logging.basicConfig(level=logging.WARNING)
+    seed_ants(0, 1)  # the participant level's default seed: the same numbers on every rerun
 
     mindboggle = [mindboggle_medians(args.data, s, args.work / "mindboggle", args.n4)
                   for s in args.participants]
