@@ -73,6 +73,7 @@ def model_card_markdown(card: dict) -> str:
              f"- sha256: `{card['sha256']}`",
              f"- parameters: {card['parameters']:,}",
              f"- classes: {card['n_classes']} ({card['labels']})",
+             f"- preprocessing: N4 {card['model_config'].get('n4', 'quick')} (README, Training)",
              f"- training data: {card['training_data']}",
              f"- licence: {card['licence']}", ""]
     tr = card["training"]

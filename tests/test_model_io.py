@@ -26,6 +26,7 @@ def test_exported_model_loads_and_its_card_says_how_it_was_made(tmp_path):
     assert card["sha256"] == info["sha256"] == sha256(path)
     md = (tmp_path / "model_card.md").read_text()
     assert "- steps: 1200 (weights from step 900)" in md
+    assert "- preprocessing: N4 quick" in md
     assert "- validation participants (never trained on): 13" in md
     assert "1. 317 steps at lr 0.0005\n2. 1200 steps at lr 0.0003\n" in md
     blob = torch.load(path, weights_only=True)
