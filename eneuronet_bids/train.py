@@ -91,7 +91,7 @@ class TrainConfig:
     low_resolution_p: float = 0.0
     #: Gamma of the intensity augmentation drawn log-uniformly from exp(-r) to exp(r): 0.4
     #: reaches 0.67, 0.6 reaches 0.55. IXI's cortex is Mindboggle's under a gamma of about 0.62,
-    #: its deep grey structures under 0.40-0.51 (docs/tissue_intensity_n4-brain.tsv), which
+    #: its deep grey structures under 0.39-0.51 (docs/tissue_intensity_n4-brain.tsv), which
     #: ``tissue_contrast_p`` covers.
     gamma_log_range: float = 0.4
     #: N4 setting of the preprocessing (``preprocess.N4_ITERATIONS``), stored with the model.
