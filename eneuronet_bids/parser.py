@@ -119,6 +119,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="probability that each tissue's intensity in a training patch is "
                         "shifted by its own random amount (contrast unlike the training "
                         "scans'; default 0)")
+    g.add_argument("--low-resolution-p", type=float, default=0.0,
+                   help="probability that a training patch is blurred and resampled as if "
+                        "acquired at 1-3 mm per axis (default 0)")
     g.add_argument("--gamma-log-range", type=float, default=0.4, metavar="R",
                    help="intensity augmentation's gamma is drawn from exp(-R) to exp(R) "
                         "(default 0.4: 0.67 to 1.49)")
@@ -126,9 +129,6 @@ def build_parser() -> argparse.ArgumentParser:
                    help="bias correction of the training images, stored with the model so "
                         "that the participant level repeats it: quick = three short N4 levels "
                         "(the shipped model's), brain = four levels of 50 inside the brain mask")
-    g.add_argument("--low-resolution-p", type=float, default=0.0,
-                   help="probability that a training patch is blurred and resampled as if "
-                        "acquired at 1-3 mm per axis (default 0)")
     g.add_argument("--init-weights", type=_abspath, metavar="FILE",
                    help="warm start from a model file or checkpoint (ignored with --resume)")
 

@@ -34,7 +34,7 @@ MAX_VOXEL_MM = 1.5
 #: N4 fitting levels and iterations per level. "quick": three short levels, on the whole head
 #: of a full-head image, which brain extraction always uses and the shipped model was trained
 #: on. "brain": four levels of 50, inside the brain mask after brain extraction. On IXI's 3T
-#: heads the quick pass leaves the central white matter 25 % brighter than the lobar (more
+#: heads the quick pass leaves the central white matter 25-30 % brighter than the lobar (more
 #: iterations on the whole head leave it too); "brain" evens it out (docs/training.md).
 N4_ITERATIONS = {"quick": (15, 15, 10), "brain": (50, 50, 50, 50)}
 MAX_ANISOTROPY = 2.0
@@ -138,8 +138,8 @@ def _template_images() -> tuple[ants.ANTsImage, ants.ANTsImage]:
 def bias_correct(img: ants.ANTsImage, mask: ants.ANTsImage | None,
                  iterations: tuple[int, ...] = N4_ITERATIONS["quick"]) -> ants.ANTsImage:
     """N4 estimated on a 2 mm copy (shrunk 4x inside N4; a bias field is smooth: shrinking 2x
-    gave the same field on an IXI head in seven times the time); the field is then applied at
-    full resolution. ``iterations``: one number per fitting level.
+    corrected two IXI heads about as well in seven times the time, docs/n4_settings.tsv); the
+    field is then applied at full resolution. ``iterations``: one number per fitting level.
 
     The quick 15, 15 and 10 instead of 50, 50 and 30 take a third of the time; on three sample
     heads the log field moved by 0.01 (p99 inside the head; 0.05 on one with a strong bias). A
