@@ -36,7 +36,6 @@ from .model import ENeuroNet, ModelConfig, model_input
 from .model_io import ModelError, export_model, sha256
 from .outputs import entities_from_name
 from .preprocess import N4_ITERATIONS, preprocess, seed_ants
-from .resample import resample
 from .warp_augment import RegistrationSettings, WarpJob, content_key, plan_pairs, warp_all
 
 log = logging.getLogger(__name__)
@@ -174,10 +173,8 @@ def prepare_example(participant: str, t1w: WorkUnit, labels: Path,
                              f"{prep.native.shape}")
         lab = training_labels(lab, prep.brain_mask)
         classes = label_table().to_classes(lab).astype(np.uint8)
-        on_grid = resample(classes.astype(np.float32), prep.grid_to_native_voxels(),
-                           templates.GRID_SHAPE, mode="nearest")
         return {"image": prep.image.astype(np.float16),
-                "classes": on_grid.numpy().astype(np.uint8)}
+                "classes": prep.labels_to_grid(classes).astype(np.uint8)}
 
     key = _digest(t1w.path, labels, n4=config.n4)
     cache = config.work_dir / "train_cache" / f"sub-{participant}_{key}.npz"

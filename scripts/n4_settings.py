@@ -1,8 +1,8 @@
 #!/usr/bin/env python3
 """How evenly N4 settings correct IXI's white matter: for each setting, the spread (largest
 minus smallest) of the median white-matter intensity over DLMUSE's six white-matter regions,
-after N4 and normalisation to the brain's 99th percentile, and the seconds N4 took. White
-matter is one tissue, so the spread is bias left behind.
+after N4 (the pipeline's ``bias_correct``) and normalisation to the brain's 99th percentile,
+and the seconds N4 took. White matter is one tissue, so the spread is bias left behind.
 
     python scripts/n4_settings.py ../shared/data --ixi-participants IXI012 IXI093 \
         --out docs/n4_settings.tsv
@@ -20,7 +20,7 @@ import numpy as np
 from tissue_intensity import IXI_WHITE_MATTER
 
 from eneuronet_bids import atomic
-from eneuronet_bids.preprocess import _coarse, seed_ants
+from eneuronet_bids.preprocess import bias_correct, seed_ants
 
 #: name -> (iterations per level, shrink factor, inside the brain mask)
 SETTINGS = {
@@ -52,21 +52,14 @@ def main() -> None:
         img = ants.image_read(str(anat / f"sub-{sub}_T1w.nii.gz"))
         labels = np.asarray(nib.load(args.data / "ixi" / "derivatives" / "dlmuse" / f"sub-{sub}"
                                      / "anat" / f"sub-{sub}_desc-DLMUSE_dseg.nii.gz").dataobj)
-        coarse = _coarse(img)
-        if coarse.shape != img.shape:
-            raise SystemExit(f"sub-{sub}: N4's 2 mm copy must be the image itself (2 mm input)")
         # DLMUSE's brain (every label) stands in for our brain mask here.
-        mask = ants.resample_image_to_target(img.new_image_like((labels > 0).astype(np.float32)),
-                                             coarse, interp_type="nearestNeighbor")
+        mask = img.new_image_like((labels > 0).astype(np.float32))
         rows["no N4"].append((white_matter_spread(img.numpy(), labels), 0.0))
         for name, (iters, shrink, in_mask) in SETTINGS.items():
             t0 = time.perf_counter()
-            field_ = ants.n4_bias_field_correction(
-                coarse, mask=mask if in_mask else None, shrink_factor=shrink,
-                return_bias_field=True, convergence={"iters": list(iters), "tol": 1e-6})
+            corrected = bias_correct(img, mask if in_mask else None, iters, shrink)
             seconds = time.perf_counter() - t0
-            rows[name].append((white_matter_spread(img.numpy() / field_.numpy(), labels),
-                               seconds))
+            rows[name].append((white_matter_spread(corrected.numpy(), labels), seconds))
     lines = [f"# IXI {' '.join(args.ixi_participants)}; one thread",
              "setting\twhite_matter_spread\tn4_seconds"]
     for name in ["no N4", *SETTINGS]:

@@ -6,8 +6,8 @@ training scans'. A second table gives IXI's white matter by region: white matter
 so a spread between regions is bias that N4 left.
 
     python scripts/tissue_intensity.py ../shared/data --participants 13 14 15 16 \
-        --ixi-participants IXI012 IXI093 IXI163 IXI253 --work ../tissue \
-        --out docs/tissue_intensity.tsv        # add --n4 brain for that N4 setting
+        --ixi-participants IXI012 IXI093 IXI163 IXI253 IXI354 IXI483 IXI598 IXI661 \
+        --n4 quick --work ../tissue-quick --out docs/tissue_intensity_n4-quick.tsv
 """
 
 from __future__ import annotations
@@ -19,26 +19,16 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 from evaluate_generalisation import COARSE
-from scipy import ndimage
 
-from eneuronet_bids import atomic, templates
+from eneuronet_bids import atomic
 from eneuronet_bids.labels import training_labels
-from eneuronet_bids.preprocess import (N4_ITERATIONS, Preprocessed, mask_skull_stripped,
-                                       preprocess, seed_ants)
+from eneuronet_bids.preprocess import N4_ITERATIONS, preprocess, seed_ants
 
 
 #: DLMUSE white-matter regions, central to peripheral.
 IXI_WHITE_MATTER = {"internal capsules": (91, 92, 93, 94), "corpus callosum": (95,),
                     "temporal": (87, 88), "frontal": (81, 82), "parietal": (85, 86),
                     "occipital": (83, 84)}
-
-
-def labels_on_grid(prep: Preprocessed, labels: nib.Nifti1Image) -> np.ndarray:
-    """A native-space label map brought onto the model grid (nearest neighbour)."""
-    grid_to_labels = np.linalg.inv(labels.affine) @ prep.template_to_native @ prep.grid_affine
-    return ndimage.affine_transform(np.asarray(labels.dataobj), grid_to_labels[:3, :3],
-                                    grid_to_labels[:3, 3], output_shape=templates.GRID_SHAPE,
-                                    order=0)
 
 
 def structure_medians(image: np.ndarray, labels: np.ndarray,
@@ -56,11 +46,10 @@ def mindboggle_medians(data: Path, sub: str, work: Path, n4: str) -> dict[str, f
     t1w = source / f"sub-{sub}" / "anat" / f"sub-{sub}_T1w.nii.gz"
     manual = nib.load(source / "derivatives" / "mindboggle-manual" / f"sub-{sub}" / "anat"
                       / f"sub-{sub}_desc-DKT31aseg_dseg.nii.gz")
-    # Mindboggle has no white-matter label; training derives it, and so does this.
-    brain = mask_skull_stripped(np.asarray(nib.load(t1w).dataobj))
-    full = nib.Nifti1Image(training_labels(np.asarray(manual.dataobj), brain), manual.affine)
     prep = preprocess(t1w, skull_stripped=True, workdir=work / f"sub-{sub}", n4=n4)
-    return structure_medians(prep.image, labels_on_grid(prep, full),
+    # Mindboggle has no white-matter label; training derives it, and so does this.
+    full = training_labels(np.asarray(manual.dataobj), prep.brain_mask)
+    return structure_medians(prep.image, prep.labels_to_grid(full),
                              {name: fs for name, (_, fs) in COARSE.items()})
 
 
@@ -68,10 +57,10 @@ def ixi_medians(data: Path, sub: str, work: Path, n4: str
                 ) -> tuple[dict[str, float], dict[str, float]]:
     """Medians of the coarse structures and of the white-matter regions."""
     t1w = data / "ixi" / f"sub-{sub}" / "anat" / f"sub-{sub}_T1w.nii.gz"
-    muse = nib.load(data / "ixi" / "derivatives" / "dlmuse" / f"sub-{sub}" / "anat"
-                    / f"sub-{sub}_desc-DLMUSE_dseg.nii.gz")
+    muse = np.asarray(nib.load(data / "ixi" / "derivatives" / "dlmuse" / f"sub-{sub}" / "anat"
+                               / f"sub-{sub}_desc-DLMUSE_dseg.nii.gz").dataobj)
     prep = preprocess(t1w, skull_stripped=False, workdir=work / f"sub-{sub}", n4=n4)
-    on_grid = labels_on_grid(prep, muse)
+    on_grid = prep.labels_to_grid(muse)
     return (structure_medians(prep.image, on_grid,
                               {name: muse_ids for name, (muse_ids, _) in COARSE.items()}),
             structure_medians(prep.image, on_grid, IXI_WHITE_MATTER))
@@ -95,8 +84,7 @@ def main() -> None:
     ixi, ixi_wm = zip(*(ixi_medians(args.data, s, args.work / "ixi", args.n4)
                         for s in args.ixi_participants))
     lines = [f"# median intensity on the model grid (brain 99th percentile = 1), N4 {args.n4}; "
-             f"Mindboggle "
-             f"{' '.join(args.participants)}; IXI {' '.join(args.ixi_participants)}",
+             f"Mindboggle {' '.join(args.participants)}; IXI {' '.join(args.ixi_participants)}",
              "structure\tmindboggle\tixi\tixi_minus_mindboggle"]
     for name in COARSE:
         m = float(np.nanmean([d[name] for d in mindboggle]))

@@ -2,14 +2,15 @@ import os
 import subprocess
 import sys
 
+import nibabel as nib
 import numpy as np
 import pytest
 from scipy import ndimage
 from scipy.spatial.transform import Rotation
 
 from eneuronet_bids import templates
-from eneuronet_bids.preprocess import (_largest_component, _otsu3, _rigid_matrix, _write_linear,
-                                       rigid_part, tissue_mask)
+from eneuronet_bids.preprocess import (Preprocessed, _largest_component, _otsu3, _rigid_matrix,
+                                       _write_linear, rigid_part, tissue_mask)
 
 
 def _affine(rotation_deg, scale, translation):
@@ -76,6 +77,28 @@ assert np.array_equal(runs[0].image, runs[1].image), "grid image"
 
 
 @pytest.mark.e2e
+def test_labels_land_on_the_grid_voxel_of_their_world_position():
+    grid_affine = templates.model_grid()
+    shift = np.eye(4)
+    shift[:3, 3] = [4.0, -2.0, 6.0]  # the native scan sits 4, -2, 6 mm from the template
+    native_affine = np.diag([2.0, 2.0, 2.0, 1.0])
+    native_affine[:3, 3] = [-120.0, -140.0, -100.0]
+    labels = np.zeros((120, 140, 110), np.int16)
+    point = np.array([10.0, -20.0, 30.0])  # a template-space point
+    voxel = np.round(np.linalg.inv(native_affine) @ shift @ [*point, 1])[:3].astype(int)
+    labels[tuple(voxel)] = 7
+    prep = Preprocessed(native=nib.Nifti1Image(labels, native_affine), bias_corrected=labels,
+                        brain_mask=labels > 0, template_to_native=shift, ants_transform=None,
+                        image=None, grid_affine=grid_affine)
+    on_grid = prep.labels_to_grid(labels)
+    assert on_grid.shape == templates.GRID_SHAPE
+    hits = np.argwhere(on_grid == 7)
+    expected = np.linalg.inv(grid_affine) @ [*point, 1]
+    assert len(hits) and np.abs(hits - expected[:3]).max() <= 1.5
+    with pytest.raises(ValueError, match="differs from its T1w"):
+        prep.labels_to_grid(labels[:-1])
+
+
 def test_model_grid_is_symmetric_about_the_template_midline():
     # The test-time flip mirrors the grid's first axis; that is a left-right mirror of the
     # brain only if that axis runs left to right and the grid is centred on x = 0.
