@@ -141,7 +141,7 @@ def _train(args, work_dir: Path) -> int:
         bids_dir=args.bids_dir, output_dir=args.output_dir, labels_dir=args.labels,
         labels_desc=args.labels_desc, work_dir=work_dir, participants=args.participant_label,
         val_participants=args.val_participants, steps=args.steps, patch_size=args.patch_size,
-        batch_size=args.batch_size, lr=args.lr, validate_every=args.validate_every,
+        batch_size=args.batch_size, lr=args.lr, dropout=args.dropout, validate_every=args.validate_every,
         checkpoint_every=args.checkpoint_every, seed=args.random_seed, nprocs=args.omp_nthreads,
         device=args.device, resume=args.resume, skull_stripped=args.skull_stripped,
         init_weights=args.init_weights, augment=args.augment, unlabelled_dir=args.unlabelled,

@@ -85,7 +85,8 @@ def test_train_needs_labels_and_valid_patch(bids, tmp_path):
     with pytest.raises(UsageError, match="patch-size"):
         validate_paths(parse_args([str(bids), str(tmp_path / "o"), "train",
                                    "--labels", str(tmp_path), "--patch-size", "40"]))
-    for option in ("--flip-p", "--tissue-contrast-p", "--low-resolution-p", "--gamma-log-range"):
+    for option in ("--flip-p", "--tissue-contrast-p", "--low-resolution-p", "--gamma-log-range",
+                   "--dropout"):
         with pytest.raises(UsageError, match=option):
             validate_paths(parse_args([str(bids), str(tmp_path / "o"), "train",
                                        "--labels", str(tmp_path), option, "1.6"]))
