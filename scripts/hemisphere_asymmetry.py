@@ -3,7 +3,7 @@
 
 Reads tables written by scripts/evaluate_mindboggle.py, e.g.
 
-    python scripts/hemisphere_asymmetry.py docs/accuracy_mindboggle_no_flip.tsv docs/accuracy_mindboggle.tsv
+    python scripts/hemisphere_asymmetry.py docs/accuracy_mindboggle_run9_no_flip.tsv docs/accuracy_mindboggle_run9.tsv
 
 and prints, for each, the mean Dice of the left and of the right structures over the pairs
 that the label table's mirror map links (`LabelTable.mirrored`) and that both have a value,
