@@ -99,6 +99,7 @@ def test_labels_land_on_the_grid_voxel_of_their_world_position():
         prep.labels_to_grid(labels[:-1])
 
 
+@pytest.mark.e2e
 def test_model_grid_is_symmetric_about_the_template_midline():
     # The test-time flip mirrors the grid's first axis; that is a left-right mirror of the
     # brain only if that axis runs left to right and the grid is centred on x = 0.
