@@ -154,13 +154,20 @@ class RandomElastic:
         if rng.random() >= self.p:
             return image, classes
         coarse = rng.normal(0.0, self.sigma, (3,) + (self.points,) * 3)
-        zoom = [s / self.points for s in image.shape]
-        coords = np.stack([ndimage.zoom(c, zoom, order=3, mode="nearest", grid_mode=True)
-                           for c in coarse])
+        # The cubic-spline zoom of the control points, done one axis at a time (it is a tensor
+        # product): a 3D zoom of each displacement component took 88 % of a patch's making.
+        w = [self._weights(n) for n in image.shape]
+        coords = np.einsum("ia,jb,kc,dabc->dijk", *w, coarse, optimize=True)
         coords += np.indices(image.shape, dtype=np.float64)
         warped = ndimage.map_coordinates(image, coords, order=1, mode="constant", cval=0.0)
         labels = ndimage.map_coordinates(classes, coords, order=0, mode="constant", cval=0)
         return warped.astype(np.float32), labels.astype(classes.dtype)
+
+    def _weights(self, n: int) -> np.ndarray:
+        """(n, points): row i weighs the control points at voxel i, as ``ndimage.zoom`` of
+        the control points to n voxels (order 3, nearest at the edges) does."""
+        return np.stack([ndimage.zoom(unit, n / self.points, order=3, mode="nearest",
+                                      grid_mode=True) for unit in np.eye(self.points)], axis=1)
 
 
 @dataclass

@@ -133,11 +133,11 @@ def _group(args) -> int:
     return EXIT_OK
 
 
-def _train(args, work_dir: Path) -> int:
-    from .model_io import ModelError
-    from .train import TrainConfig, run
+def train_config(args, work_dir: Path):
+    """The ``TrainConfig`` of a parsed ``train`` command line."""
+    from .train import TrainConfig
 
-    config = TrainConfig(
+    return TrainConfig(
         bids_dir=args.bids_dir, output_dir=args.output_dir, labels_dir=args.labels,
         labels_desc=args.labels_desc, work_dir=work_dir, participants=args.participant_label,
         val_participants=args.val_participants, steps=args.steps, patch_size=args.patch_size,
@@ -151,10 +151,16 @@ def _train(args, work_dir: Path) -> int:
         flip_p=args.flip_p, tissue_contrast_p=args.tissue_contrast_p,
         low_resolution_p=args.low_resolution_p, gamma_log_range=args.gamma_log_range,
         n4=args.n4, keep_validated=args.keep_validated,
-        stop_after=args.stop_after,
+        stop_after=args.stop_after, data_workers=args.data_workers,
     )
+
+
+def _train(args, work_dir: Path) -> int:
+    from .model_io import ModelError
+    from .train import run
+
     try:
-        path = run(config)
+        path = run(train_config(args, work_dir))
     except ValueError as exc:
         log.error("%s", exc)
         return EXIT_USAGE

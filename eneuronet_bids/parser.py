@@ -97,6 +97,9 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--stop-after", type=int, default=None, metavar="N",
                    help="stop after N steps of this run with a checkpoint (job time limits); "
                         "continue with --resume")
+    g.add_argument("--data-workers", type=int, default=None, metavar="N",
+                   help="processes that make the augmented training batches (default: none "
+                        "on the CPU, up to 8 with a GPU, which otherwise waits for them)")
     g.add_argument("--keep-validated", action="store_true",
                    help="also export the weights of every validation to "
                         "output_dir/validated/step-N/ (to score the steps elsewhere)")
@@ -189,6 +192,8 @@ def validate_paths(args: argparse.Namespace) -> None:
         for name in ("flip_p", "tissue_contrast_p", "low_resolution_p"):
             if not 0 <= getattr(args, name) <= 1:
                 raise UsageError(f"--{name.replace('_', '-')} must be within [0, 1]")
+        if args.data_workers is not None and args.data_workers < 0:
+            raise UsageError("--data-workers must be at least 0")
     _check_writable(args.output_dir, "output_dir")
     if args.work_dir is not None:
         _check_writable(args.work_dir, "--work-dir")

@@ -12,6 +12,7 @@ import hashlib
 import json
 import logging
 import math
+import os
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -101,6 +102,9 @@ class TrainConfig:
     #: Stop after this many steps of this invocation, with a checkpoint, for job time limits;
     #: ``resume`` continues exactly where it stopped.
     stop_after: int | None = None
+    #: Processes that make the training batches (augmentation runs on the CPU); None: none on
+    #: the CPU, up to 8 with a GPU.
+    data_workers: int | None = None
 
     def __post_init__(self):
         if self.augment not in ("none", "elastic", "registration"):
@@ -119,6 +123,20 @@ class Example:
     participant: str
     image: np.ndarray  # float32, model grid
     classes: np.ndarray  # uint8 class indices, model grid
+
+
+@dataclass
+class TrainingData:
+    """The arrays a run trains and validates on, prepared from the datasets
+    (``prepare_data``) or brought along from elsewhere."""
+
+    examples: list[Example]
+    #: Empty on ranks other than 0: rank 0 alone validates.
+    val_examples: list[Example]
+    #: Registration-augmented examples (``--augment registration``).
+    warped: list[Example]
+    train_participants: list[str]
+    val_participants: list[str]
 
 
 def find_labelled(config: TrainConfig) -> list[tuple[str, WorkUnit, Path]]:
@@ -264,25 +282,89 @@ class PatchSampler:
     """Random patches, centred on a labelled voxel nine times in ten; with probability
     ``warped_p`` from a warped (registration-augmented) example instead of an original."""
 
-    def __init__(self, examples: list[Example], size: int, rng: np.random.Generator,
-                 warped: list[Example] | None = None, warped_p: float = 0.0):
+    def __init__(self, examples: list[Example], size: int, warped: list[Example] | None = None,
+                 warped_p: float = 0.0):
         self.pools = [examples, warped or []]
-        self.size, self.rng, self.warped_p = size, rng, warped_p if warped else 0.0
+        self.size, self.warped_p = size, warped_p if warped else 0.0
         self.foreground = [[np.argwhere(e.classes > 0) for e in pool] for pool in self.pools]
 
-    def sample(self) -> tuple[np.ndarray, np.ndarray, tuple[int, int, int]]:
-        pool = int(self.rng.random() < self.warped_p)
-        i = int(self.rng.integers(len(self.pools[pool])))
+    def sample(self, rng: np.random.Generator
+               ) -> tuple[np.ndarray, np.ndarray, tuple[int, int, int]]:
+        pool = int(rng.random() < self.warped_p)
+        i = int(rng.integers(len(self.pools[pool])))
         ex = self.pools[pool][i]
         shape = np.array(ex.classes.shape)
-        if self.rng.random() < 0.9:
+        if rng.random() < 0.9:
             fg = self.foreground[pool][i]
-            centre = fg[int(self.rng.integers(len(fg)))]
+            centre = fg[int(rng.integers(len(fg)))]
         else:
-            centre = self.rng.integers(0, shape)
+            centre = rng.integers(0, shape)
         start = np.clip(centre - self.size // 2, 0, shape - self.size)
         sl = tuple(slice(s, s + self.size) for s in start)
         return ex.image[sl], ex.classes[sl], tuple(int(s) for s in start)
+
+
+@dataclass
+class TrainingBatches(torch.utils.data.Dataset):
+    """Item ``step`` is the batch of that training step: patches sampled, mirrored, deformed
+    and intensity-augmented with a generator seeded by ``(seed, rank, step)`` alone.
+
+    So any step's batch can be made in any process and in any order: a ``DataLoader`` with
+    worker processes (needed to keep a GPU busy, since augmentation runs on the CPU) gives
+    the same batches as making them in the training process, and a resumed run the same as
+    an uninterrupted one, with no random state to carry in the checkpoint.
+    """
+
+    sampler: PatchSampler
+    flip: RandomFlipLeftRight
+    elastic: RandomElastic
+    tissue_contrast: RandomTissueContrast
+    intensity: Compose
+    model_config: ModelConfig
+    batch_size: int
+    seed: int
+    rank: int = 0
+
+    def __getitem__(self, step: int) -> tuple[torch.Tensor, torch.Tensor]:
+        rng = np.random.default_rng([self.seed, self.rank, step])
+        xs, ys = [], []
+        for _ in range(self.batch_size):
+            image, classes, start = self.flip(*self.sampler.sample(rng), rng)
+            image, classes = self.elastic(image, classes, rng)
+            image = self.intensity(self.tissue_contrast(image, classes, rng), rng)
+            xs.append(model_input(image, self.model_config, templates.GRID_SHAPE, start))
+            ys.append(classes.astype(np.int64))
+        return torch.from_numpy(np.stack(xs)), torch.from_numpy(np.stack(ys))
+
+
+def training_batches(config: TrainConfig, data: TrainingData, model_config: ModelConfig,
+                     rank: int = 0) -> TrainingBatches:
+    """The batches of a run with ``config``'s augmentation recipe."""
+    table = label_table()
+    return TrainingBatches(
+        PatchSampler(data.examples, config.patch_size, data.warped, config.registration_p),
+        RandomFlipLeftRight(table.mirrored(), templates.GRID_SHAPE[0], p=config.flip_p),
+        RandomElastic(p=0.5 if config.augment != "none" else 0.0),
+        RandomTissueContrast(table.tissue_of_class(), p=config.tissue_contrast_p),
+        Compose([RandomLowResolution(p=config.low_resolution_p),
+                 RandomGamma(log_range=config.gamma_log_range),
+                 RandomContrast(), RandomBiasField(), RandomNoise()]),
+        model_config, config.batch_size, config.seed, rank)
+
+
+def _one_thread(_worker: int) -> None:
+    # Workers run side by side; each one's numpy and torch stay on one core.
+    torch.set_num_threads(1)
+
+
+def batch_loader(batches: TrainingBatches, first: int, stop: int, workers: int,
+                 pin_memory: bool) -> torch.utils.data.DataLoader:
+    """The batches of steps ``first`` to ``stop - 1``, in order, made by ``workers`` processes
+    (0: in this one)."""
+    return torch.utils.data.DataLoader(
+        batches, batch_size=None, sampler=range(first, stop), num_workers=workers,
+        pin_memory=pin_memory, worker_init_fn=_one_thread if workers else None,
+        prefetch_factor=4 if workers else None)
 
 
 def _lr_at(step: int, config: TrainConfig) -> float:
@@ -306,9 +388,11 @@ def validate(model: ENeuroNet, examples: list[Example], device: torch.device) ->
     return summarise_dice(np.nanmean(np.array(per_subject), axis=0))
 
 
-def run(config: TrainConfig) -> Path:
+def run(config: TrainConfig, data: TrainingData | None = None) -> Path:
     """Train (or resume) and export the model; returns the exported model's path, or the
-    checkpoint's when ``stop_after`` ended this invocation early."""
+    checkpoint's when ``stop_after`` ended this invocation early. ``data``: arrays prepared
+    beforehand, instead of preparing them from the datasets that ``config`` names (for a
+    machine that has neither the datasets nor ITK, such as a GPU node)."""
     device, _ = runtime_for(config.device)
     # bf16 autocast trains on CUDA only. On an AVX512-BF16 EPYC, oneDNN's bf16 backward of the
     # grouped convolutions returned huge or non-finite gradients at random within a few steps
@@ -320,19 +404,53 @@ def run(config: TrainConfig) -> Path:
         torch.cuda.set_device(device)
     # Each rank draws its own patches; DDP gives every rank rank 0's initial weights.
     torch.manual_seed(config.seed + group.rank)
-    rng = np.random.default_rng(config.seed + group.rank)
-    seed_ants(config.seed, config.nprocs)
+    if data is None:
+        seed_ants(config.seed, config.nprocs)
     torch.set_num_threads(config.nprocs)
     config.output_dir.mkdir(parents=True, exist_ok=True)
     config.work_dir.mkdir(parents=True, exist_ok=True)
     try:
-        return _train(config, group, device, use_bf16, rng)
+        return _train(config, group, device, use_bf16, data)
     finally:
         group.close()
 
 
+def prepare_data(config: TrainConfig, group: distributed.Group) -> TrainingData:
+    """Every labelled image (and, for registration augmentation, its warped copies) on the
+    model grid, through the work directory's caches."""
+    pairs = find_labelled(config)
+    val_ids = {p.removeprefix("sub-") for p in config.val_participants}
+    train_pairs = [p for p in pairs if p[0] not in val_ids]
+    val_pairs = [p for p in pairs if p[0] in val_ids]
+    if not train_pairs:
+        raise ValueError("every labelled participant is held out for validation")
+    log.info("%d training and %d validation participants", len(train_pairs), len(val_pairs))
+    # before the slow preprocessing: a wrong --unlabelled-exclude fails at once
+    targets = unlabelled_targets(config) if config.augment == "registration" else {}
+    if not group.main:  # rank 0 fills the caches; the others then read them
+        group.barrier()
+    examples = [prepare_example(*p, config) for p in tqdm(train_pairs, desc="preprocess train")]
+    val_examples = ([prepare_example(*p, config) for p in tqdm(val_pairs, desc="preprocess val")]
+                    if group.main else [])
+    # The pairs depend on the seed alone.
+    warped = (warped_examples(examples, targets, config, np.random.default_rng([config.seed, 1]))
+              if targets else [])
+    if group.main:
+        group.barrier()
+    return TrainingData(examples, val_examples, warped, [p[0] for p in train_pairs],
+                        [p[0] for p in val_pairs])
+
+
+def _data_workers(config: TrainConfig, device: torch.device) -> int:
+    if config.data_workers is not None:
+        return config.data_workers
+    # On the CPU the network needs every core; a GPU waits for the CPU's augmentation unless
+    # several processes make the batches.
+    return 0 if device.type == "cpu" else max(1, min(8, (os.cpu_count() or 2) - 1))
+
+
 def _train(config: TrainConfig, group: distributed.Group, device: torch.device, use_bf16: bool,
-           rng: np.random.Generator) -> Path:
+           data: TrainingData | None) -> Path:
     table = label_table()
     model = ENeuroNet(ModelConfig(n_classes=len(table), dropout=config.dropout, n4=config.n4)
                       ).to(device)
@@ -346,35 +464,17 @@ def _train(config: TrainConfig, group: distributed.Group, device: torch.device, 
         # before the slow preprocessing: fail at once
         inherited, digest = _warm_start(model, config.init_weights)
         origin = f"warm start from sha256 {digest[:12]}"
-
-    pairs = find_labelled(config)
-    val_ids = {p.removeprefix("sub-") for p in config.val_participants}
-    train_pairs = [p for p in pairs if p[0] not in val_ids]
-    val_pairs = [p for p in pairs if p[0] in val_ids]
-    if not train_pairs:
-        raise ValueError("every labelled participant is held out for validation")
-    log.info("%d training and %d validation participants", len(train_pairs), len(val_pairs))
-    # before the slow preprocessing: a wrong --unlabelled-exclude fails at once
-    targets = unlabelled_targets(config) if config.augment == "registration" else {}
-    if not group.main:  # rank 0 fills the caches; the others then read them
-        group.barrier()
-    examples = [prepare_example(*p, config) for p in tqdm(train_pairs, desc="preprocess train")]
-    # Rank 0 alone validates.
-    val_examples = ([prepare_example(*p, config) for p in tqdm(val_pairs, desc="preprocess val")]
-                    if group.main else [])
-    # The pairs depend on the seed alone, not on where the sampling RNG stands after a resume.
-    warped = (warped_examples(examples, targets, config, np.random.default_rng([config.seed, 1]))
-              if targets else [])
-    if group.main:
-        group.barrier()
+    if data is None:
+        data = prepare_data(config, group)
+    val_examples = data.val_examples
 
     def export(directory: Path, state: dict, steps: int, kept: int, scores: dict | None) -> Path:
         return export_model(
             directory, model.config, state,
             training={"config": config.to_json(), "steps": steps, "best_step": kept,
                       "lineage": [*inherited, _describe_run(config, origin, steps, kept)],
-                      "train_participants": [p[0] for p in train_pairs],
-                      "val_participants": [p[0] for p in val_pairs],
+                      "train_participants": data.train_participants,
+                      "val_participants": data.val_participants,
                       "labels_dir": str(config.labels_dir), "labels_desc": config.labels_desc},
             validation=scores)
 
@@ -392,7 +492,6 @@ def _train(config: TrainConfig, group: distributed.Group, device: torch.device, 
         inherited = state.get("inherited", [])
         origin = state.get("origin", "resumed from a checkpoint that did not record its start")
         torch.set_rng_state(state["torch_rng"])
-        rng.bit_generator.state = state["numpy_rng"]
         log.info("resumed at step %d", step)
         if group.main:
             _truncate_log(log_csv, step)
@@ -400,18 +499,12 @@ def _train(config: TrainConfig, group: distributed.Group, device: torch.device, 
         log_csv.unlink(missing_ok=True)
         best_path.unlink(missing_ok=True)
     net = distributed.wrap(model, group, device)
-    sampler = PatchSampler(examples, config.patch_size, rng, warped, config.registration_p)
-    flip = RandomFlipLeftRight(table.mirrored(), templates.GRID_SHAPE[0], p=config.flip_p)
-    elastic = RandomElastic(p=0.5 if config.augment != "none" else 0.0)
-    tissue_contrast = RandomTissueContrast(table.tissue_of_class(), p=config.tissue_contrast_p)
-    intensity = Compose([RandomLowResolution(p=config.low_resolution_p),
-                         RandomGamma(log_range=config.gamma_log_range),
-                         RandomContrast(), RandomBiasField(), RandomNoise()])
+    batches = training_batches(config, data, model.config, group.rank)
 
     def checkpoint() -> None:
         _save_atomic({"model": model.state_dict(), "optimiser": optimiser.state_dict(),
                       "step": step, "best": best, "history": history,
-                      "torch_rng": torch.get_rng_state(), "numpy_rng": rng.bit_generator.state,
+                      "torch_rng": torch.get_rng_state(),
                       "config": config.to_json(), "model_config": model.config.to_dict(),
                       "inherited": inherited, "origin": origin}, ckpt_path)
 
@@ -420,18 +513,14 @@ def _train(config: TrainConfig, group: distributed.Group, device: torch.device, 
     running = None
     stop = config.steps if config.stop_after is None else min(config.steps,
                                                               step + config.stop_after)
-    while step < stop:
+    loader = batch_loader(batches, step, stop, _data_workers(config, device),
+                          pin_memory=device.type == "cuda")
+    for x, y in loader:
         model.train()
         for param_group in optimiser.param_groups:
             param_group["lr"] = _lr_at(step, config)
-        patches = [flip(*sampler.sample(), rng) for _ in range(config.batch_size)]
-        xs, ys = zip(*(elastic(x_, y_, rng) for x_, y_, _ in patches))
-        x = torch.from_numpy(np.stack([
-            model_input(intensity(tissue_contrast(x_, y_, rng), rng), model.config,
-                        templates.GRID_SHAPE, start)
-            for x_, y_, (_, _, start) in zip(xs, ys, patches)])).to(device)
-        y = torch.from_numpy(np.stack(ys).astype(np.int64)).to(device)
-        x = x.contiguous(memory_format=torch.channels_last_3d)
+        x = x.to(device, non_blocking=True).contiguous(memory_format=torch.channels_last_3d)
+        y = y.to(device, non_blocking=True)
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_bf16):
             logits = net(x)
         loss = segmentation_loss(logits, y, config.ce_weight)

@@ -90,6 +90,9 @@ def test_train_needs_labels_and_valid_patch(bids, tmp_path):
         with pytest.raises(UsageError, match=option):
             validate_paths(parse_args([str(bids), str(tmp_path / "o"), "train",
                                        "--labels", str(tmp_path), option, "1.6"]))
+    with pytest.raises(UsageError, match="--data-workers"):
+        validate_paths(parse_args([str(bids), str(tmp_path / "o"), "train",
+                                   "--labels", str(tmp_path), "--data-workers", "-1"]))
 
 
 def test_negative_random_seed_is_refused(bids, tmp_path):

@@ -5,8 +5,8 @@ import torch.nn.functional as F
 
 from eneuronet_bids.augment import (Compose, RandomBiasField, RandomContrast, RandomGamma,
                                     RandomLowResolution, RandomNoise, RandomTissueContrast)
-from eneuronet_bids.train import (Example, PatchSampler, TrainConfig, _digest, _lr_at,
-                                  find_labelled, segmentation_loss)
+from eneuronet_bids.train import (Example, PatchSampler, TrainConfig, TrainingBatches, _digest,
+                                  _lr_at, find_labelled, segmentation_loss)
 
 
 def test_loss_matches_one_hot_dice_plus_cross_entropy():
@@ -43,10 +43,10 @@ def test_patches_have_the_right_size_and_mostly_foreground():
     classes = np.zeros((40, 40, 40), np.uint8)
     classes[30:36, 30:36, 30:36] = 7
     ex = Example("01", rng.random((40, 40, 40)).astype(np.float32), classes)
-    sampler = PatchSampler([ex], 16, rng)
+    sampler = PatchSampler([ex], 16)
     hits = 0
     for _ in range(50):
-        img, lab, start = sampler.sample()
+        img, lab, start = sampler.sample(rng)
         assert img.shape == lab.shape == (16, 16, 16)
         assert np.array_equal(lab, classes[tuple(slice(s, s + 16) for s in start)])
         hits += (lab == 7).any()
@@ -186,10 +186,10 @@ def test_sampler_draws_warped_examples_at_the_given_rate():
     rng = np.random.default_rng(0)
     orig = Example("01", np.zeros((20, 20, 20), np.float32), np.ones((20, 20, 20), np.uint8))
     warped = Example("01->a", np.ones((20, 20, 20), np.float32), np.ones((20, 20, 20), np.uint8))
-    sampler = PatchSampler([orig], 8, rng, [warped], warped_p=0.3)
-    share = np.mean([sampler.sample()[0].mean() for _ in range(2000)])
+    sampler = PatchSampler([orig], 8, [warped], warped_p=0.3)
+    share = np.mean([sampler.sample(rng)[0].mean() for _ in range(2000)])
     assert 0.26 < share < 0.34
-    assert all(PatchSampler([orig], 8, rng, [], 0.9).sample()[0].max() == 0 for _ in range(20))
+    assert all(PatchSampler([orig], 8, [], 0.9).sample(rng)[0].max() == 0 for _ in range(20))
 
 
 def test_warp_pair_registers_a_shifted_blob_and_caches(tmp_path):
@@ -270,3 +270,50 @@ def test_cache_keys_differ_by_n4_and_quick_keeps_the_old_key(tmp_path):
     assert _digest(image, n4="brain") != old
     with pytest.raises(ValueError, match="N4"):
         TrainConfig(bids_dir=tmp_path, output_dir=tmp_path, labels_dir=tmp_path, n4="strong")
+
+
+def _batches(examples, seed=0, batch_size=2):
+    from eneuronet_bids.augment import RandomElastic, RandomFlipLeftRight
+    from eneuronet_bids.labels import label_table
+    from eneuronet_bids.model import ModelConfig
+    from eneuronet_bids.templates import GRID_SHAPE
+    table = label_table()
+    return TrainingBatches(
+        PatchSampler(examples, 16), RandomFlipLeftRight(table.mirrored(), GRID_SHAPE[0]),
+        RandomElastic(p=0.5, sigma=3.0), RandomTissueContrast(table.tissue_of_class(), p=0.5),
+        Compose([RandomGamma(), RandomNoise()]), ModelConfig(n_classes=len(table)),
+        batch_size, seed)
+
+
+def test_a_steps_batch_depends_on_the_step_alone_not_on_the_process():
+    from eneuronet_bids.labels import label_table
+    from eneuronet_bids.train import batch_loader
+    rng = np.random.default_rng(0)
+    classes = rng.integers(0, 5, (40, 40, 40)).astype(np.uint8)
+    ex = Example("01", rng.random((40, 40, 40)).astype(np.float32), classes)
+    batches = _batches([ex])
+    here = [batches[s] for s in range(2, 6)]
+    workers = list(batch_loader(batches, 2, 6, workers=2, pin_memory=False))
+    assert len(workers) == 4
+    for (x, y), (xw, yw) in zip(here, workers):
+        assert x.shape == (2, 4, 16, 16, 16) and y.shape == (2, 16, 16, 16)
+        assert y.dtype == torch.int64 and int(y.max()) < len(label_table())
+        assert torch.equal(x, xw) and torch.equal(y, yw)
+    assert not torch.equal(here[0][0], here[1][0])  # steps differ
+    assert not torch.equal(here[0][0], _batches([ex], seed=1)[2][0])  # and seeds
+
+
+def test_elastic_field_equals_the_3d_spline_zoom_of_its_control_points():
+    from scipy import ndimage
+
+    from eneuronet_bids.augment import RandomElastic
+
+    elastic = RandomElastic(points=3)
+    coarse = np.random.default_rng(2).normal(0, 15, (3, 3, 3))
+    shape = (20, 17, 24)
+    weights = [elastic._weights(n) for n in shape]
+    field = np.einsum("ia,jb,kc,abc->ijk", *weights, coarse)
+    zoom = [n / 3 for n in shape]
+    expected = ndimage.zoom(coarse, zoom, order=3, mode="nearest", grid_mode=True)
+    assert field.shape == expected.shape == shape
+    np.testing.assert_allclose(field, expected, atol=1e-9)

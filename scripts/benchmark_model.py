@@ -1,0 +1,180 @@
+"""Time the network where it runs (CPU or GPU) on model-grid images, and check its accuracy there.
+
+    python scripts/benchmark_model.py BUNDLE.npz --device cuda --out docs/performance_gpu.json
+
+BUNDLE is a ``scripts/train_bundle.py export`` file; its validation subjects are the images.
+For each image, with the test-time flip (the default) and without, ``predict_probabilities``
+(the participant level's ``model_forward`` stage, probabilities into host memory included) is
+timed once cold and then ``--repeats`` times, and the argmax is scored against the labels on
+the model grid (so the same numbers from ``--device cpu`` show whether the device changes the
+parcellation). Then a training step (forward, Dice + cross-entropy, backward, Adam) on random
+96³ patches is timed per batch size and memory layout, and the making of one augmented patch
+on one core.
+Preprocessing and the way back to the native grid are not included: they run on the CPU
+(docs/performance.md).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import time
+import types
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+try:  # the model needs no ITK, which the lent GPU machine lacks
+    import ants  # noqa: F401
+except ImportError:
+    sys.modules["ants"] = types.ModuleType("ants")
+
+import torch  # noqa: E402
+from scipy import ndimage  # noqa: E402
+
+import train_bundle  # noqa: E402
+from eneuronet_bids.infer import predict_probabilities, runtime_for  # noqa: E402
+from eneuronet_bids.labels import label_table  # noqa: E402
+from eneuronet_bids.metrics import dice_per_class, summarise_dice  # noqa: E402
+from eneuronet_bids.model_io import load_model, sha256, shipped_model  # noqa: E402
+from eneuronet_bids.train import segmentation_loss, training_batches  # noqa: E402
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _timed(fn, device: torch.device) -> tuple[float, object]:
+    _sync(device)
+    t0 = time.perf_counter()
+    out = fn()
+    _sync(device)
+    return time.perf_counter() - t0, out
+
+
+def inference(model, examples, device, repeats: int) -> list[dict]:
+    table = label_table()
+    rows = []
+    for ex in examples:
+        # As the participant level: the brain (here the image, skull-stripped) dilated by two.
+        region = ndimage.binary_dilation(ex.image > 0, iterations=2)
+        for flip in (True, False):
+            mirror = table.mirrored() if flip else None
+            if device.type == "cuda":
+                torch.cuda.reset_peak_memory_stats(device)
+
+            def call():
+                return predict_probabilities(model, ex.image, device, region=region,
+                                             mirror=mirror)
+
+            cold, probs = _timed(call, device)
+            warm = [_timed(call, device)[0] for _ in range(repeats)]
+            dice = summarise_dice(dice_per_class(probs.argmax(0).numpy(), ex.classes,
+                                                 len(table)))["groups"]
+            rows.append({"participant": ex.participant, "test_time_flip": flip,
+                         "cold_s": round(cold, 4), "median_s": round(statistics.median(warm), 4),
+                         "min_s": round(min(warm), 4), "max_s": round(max(warm), 4),
+                         "peak_gpu_gb": (round(torch.cuda.max_memory_allocated(device) / 1e9, 2)
+                                         if device.type == "cuda" else None),
+                         **{f"dice_{k}": round(v, 4) for k, v in dice.items()}})
+            print(json.dumps(rows[-1]), flush=True)
+    return rows
+
+
+def training_steps(model, device, batch_sizes, repeats: int) -> list[dict]:
+    n_classes = model.classifier.out_channels
+    use_bf16 = device.type == "cuda"
+    optimiser = torch.optim.Adam(model.parameters(), lr=1e-6)
+    model.train()
+    rows = []
+    # channels_last_3d is what training uses; contiguous for comparison, since cuDNN's
+    # grouped 3D convolutions need not favour the same layout as oneDNN's.
+    for layout in (torch.channels_last_3d, torch.contiguous_format):
+        model.to(memory_format=layout)
+        for batch in batch_sizes:
+            x = torch.rand(batch, model.config.in_channels, 96, 96, 96, device=device
+                           ).contiguous(memory_format=layout)
+            y = torch.randint(0, n_classes, (batch, 96, 96, 96), device=device)
+
+            def step():
+                with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_bf16):
+                    logits = model(x)
+                loss = segmentation_loss(logits, y, 1.0)
+                optimiser.zero_grad(set_to_none=True)
+                loss.backward()
+                torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+                optimiser.step()
+                return loss.item()
+
+            if device.type == "cuda":
+                torch.cuda.reset_peak_memory_stats(device)
+            for _ in range(3):
+                step()
+            times = [_timed(step, device)[0] for _ in range(repeats)]
+            rows.append({"batch_size": batch, "patch": 96,
+                         "layout": "channels_last_3d" if layout == torch.channels_last_3d
+                         else "contiguous",
+                         "median_s": round(statistics.median(times), 4),
+                         "min_s": round(min(times), 4),
+                         "peak_gpu_gb": (round(torch.cuda.max_memory_allocated(device) / 1e9, 2)
+                                         if device.type == "cuda" else None)})
+            print(json.dumps(rows[-1]), flush=True)
+        if device.type == "cpu":
+            break  # the CPU comparison is in docs/training.md already
+    return rows
+
+
+def patch_making(data, argv: list[str], model_config, n: int) -> dict:
+    """Seconds to make one augmented patch in one process on one core (the loader's cost)."""
+    config = train_bundle._config([*argv, "--batch-size", "1"])
+    batches = training_batches(config, data, model_config)
+    torch.set_num_threads(1)
+    times = []
+    for step in range(n):
+        t0 = time.perf_counter()
+        batches[step]
+        times.append(time.perf_counter() - t0)
+    return {"median_s": round(statistics.median(times), 4), "min_s": round(min(times), 4),
+            "max_s": round(max(times), 4), "patches": n}
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("bundle", type=Path)
+    ap.add_argument("--model", type=Path, default=None, help="default: the shipped weights")
+    ap.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    ap.add_argument("--repeats", type=int, default=5)
+    ap.add_argument("--images", type=int, default=None, help="at most this many images")
+    ap.add_argument("--train-batch-sizes", type=int, nargs="*", default=[1, 2, 4])
+    ap.add_argument("--patches", type=int, default=20, help="augmented patches to time")
+    ap.add_argument("--out", type=Path, required=True)
+    args = ap.parse_args()
+
+    device, _ = runtime_for(args.device)
+    data, argv = train_bundle.load(args.bundle)
+    model_path = args.model or shipped_model()
+    model, _ = load_model(model_path, device)
+    result = {"device": (torch.cuda.get_device_name(device) if device.type == "cuda"
+                         else "cpu"),
+              "torch": torch.__version__, "threads": torch.get_num_threads(),
+              "model_sha256": sha256(model_path)}
+    print(json.dumps(result), flush=True)
+    result["inference"] = inference(model, data.val_examples[:args.images], device,
+                                    args.repeats)
+    result["training_step"] = training_steps(model, device, args.train_batch_sizes,
+                                             args.repeats)
+    result["patch_making"] = patch_making(data, argv, model.config, args.patches)
+    print(json.dumps(result["patch_making"]), flush=True)
+    args.out.write_text(json.dumps(result, indent=1) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

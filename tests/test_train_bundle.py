@@ -1,0 +1,60 @@
+"""Training from a bundle of prepared arrays (scripts/train_bundle.py), as on a GPU machine
+that has neither the datasets nor ITK."""
+
+import importlib.util
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from eneuronet_bids.model_io import load_model
+from eneuronet_bids.train import Example, TrainingData
+
+SCRIPT = Path(__file__).parents[1] / "scripts" / "train_bundle.py"
+_spec = importlib.util.spec_from_file_location("train_bundle", SCRIPT)
+bundle = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(bundle)
+
+ARGV = ["bids", "out", "train", "--labels", "labels", "--patch-size", "32", "--dropout", "0"]
+
+
+def _data() -> TrainingData:
+    rng = np.random.default_rng(0)
+
+    def example(name):
+        image = np.zeros((48, 48, 48), np.float32)
+        image[8:40, 8:40, 8:40] = rng.uniform(0.1, 1.6, (32, 32, 32))
+        classes = np.where(image > 0, rng.integers(1, 5, image.shape), 0).astype(np.uint8)
+        return Example(name, image, classes)
+
+    return TrainingData([example("01"), example("02")], [], [example("01->IXI002")],
+                        ["01", "02"], [])
+
+
+def test_a_bundle_keeps_the_arrays_to_within_half_a_step(tmp_path):
+    data = _data()
+    bundle.save(tmp_path / "b.npz", data, ARGV)
+    back, argv = bundle.load(tmp_path / "b.npz")
+    assert argv == ARGV
+    assert [e.participant for e in back.warped] == ["01->IXI002"] and back.val_examples == []
+    assert back.train_participants == ["01", "02"]
+    for a, b in zip(data.examples + data.warped, back.examples + back.warped):
+        assert np.array_equal(a.classes, b.classes) and b.classes.dtype == np.uint8
+        assert np.abs(a.image - b.image).max() <= 0.5 / bundle.STEP + 1e-7
+        assert b.image.dtype == np.float32 and (b.image[a.image == 0] == 0).all()
+    assert not list(tmp_path.glob(".*"))  # written under a temporary name, then renamed
+
+
+def test_training_from_a_bundle_exports_a_loadable_model(tmp_path):
+    bundle.save(tmp_path / "b.npz", _data(), ARGV)
+    out = tmp_path / "out"
+    proc = subprocess.run([sys.executable, str(SCRIPT), "train", str(tmp_path / "b.npz"),
+                           str(out), "--", "--steps", "2", "--device", "cpu", "--nprocs", "2"],
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    model, _ = load_model(out / "model" / "eneuronet.pt", torch.device("cpu"))
+    assert model.config.dropout == 0
+    assert [line.split(",")[0] for line in
+            (out / "training_log.csv").read_text().splitlines()] == ["step", "1", "2"]
