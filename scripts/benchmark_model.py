@@ -8,8 +8,8 @@ For each image, with the test-time flip (the default) and without, ``predict_pro
 timed once cold and then ``--repeats`` times, and the argmax is scored against the labels on
 the model grid (so the same numbers from ``--device cpu`` show whether the device changes the
 parcellation). Then a training step (forward, Dice + cross-entropy, backward, Adam) on random
-96³ patches is timed per batch size and memory layout, and the making of one augmented patch
-on one core.
+96³ patches (``--patch``) is timed per batch size and memory layout, and the making of one
+augmented patch of the bundle's recipe on one core.
 Preprocessing and the way back to the native grid are not included: they run on the CPU
 (docs/performance.md).
 """
@@ -87,7 +87,7 @@ def inference(model, examples, device, repeats: int) -> list[dict]:
     return rows
 
 
-def training_steps(model, device, batch_sizes, repeats: int) -> list[dict]:
+def training_steps(model, device, batch_sizes, repeats: int, patch: int) -> list[dict]:
     n_classes = model.classifier.out_channels
     use_bf16 = device.type == "cuda"
     optimiser = torch.optim.Adam(model.parameters(), lr=1e-6)
@@ -98,9 +98,9 @@ def training_steps(model, device, batch_sizes, repeats: int) -> list[dict]:
     for layout in (torch.channels_last_3d, torch.contiguous_format):
         model.to(memory_format=layout)
         for batch in batch_sizes:
-            x = torch.rand(batch, model.config.in_channels, 96, 96, 96, device=device
+            x = torch.rand(batch, model.config.in_channels, patch, patch, patch, device=device
                            ).contiguous(memory_format=layout)
-            y = torch.randint(0, n_classes, (batch, 96, 96, 96), device=device)
+            y = torch.randint(0, n_classes, (batch, patch, patch, patch), device=device)
 
             def step():
                 with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_bf16):
@@ -117,7 +117,7 @@ def training_steps(model, device, batch_sizes, repeats: int) -> list[dict]:
             for _ in range(3):
                 step()
             times = [_timed(step, device)[0] for _ in range(repeats)]
-            rows.append({"batch_size": batch, "patch": 96,
+            rows.append({"batch_size": batch, "patch": patch,
                          "layout": "channels_last_3d" if layout == torch.channels_last_3d
                          else "contiguous",
                          "median_s": round(statistics.median(times), 4),
@@ -153,6 +153,7 @@ def main() -> int:
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--images", type=int, default=None, help="at most this many images")
     ap.add_argument("--train-batch-sizes", type=int, nargs="*", default=[1, 2, 4])
+    ap.add_argument("--patch", type=int, default=96, help="training patch side (voxels)")
     ap.add_argument("--patches", type=int, default=20, help="augmented patches to time")
     ap.add_argument("--out", type=Path, required=True)
     args = ap.parse_args()
@@ -169,7 +170,7 @@ def main() -> int:
     result["inference"] = inference(model, data.val_examples[:args.images], device,
                                     args.repeats)
     result["training_step"] = training_steps(model, device, args.train_batch_sizes,
-                                             args.repeats)
+                                             args.repeats, args.patch)
     result["patch_making"] = patch_making(data, argv, model.config, args.patches)
     print(json.dumps(result["patch_making"]), flush=True)
     args.out.write_text(json.dumps(result, indent=1) + "\n")

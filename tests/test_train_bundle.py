@@ -2,6 +2,7 @@
 that has neither the datasets nor ITK."""
 
 import importlib.util
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -58,3 +59,23 @@ def test_training_from_a_bundle_exports_a_loadable_model(tmp_path):
     assert model.config.dropout == 0
     assert [line.split(",")[0] for line in
             (out / "training_log.csv").read_text().splitlines()] == ["step", "1", "2"]
+
+
+def test_the_model_benchmark_times_and_scores_the_bundles_validation_images(tmp_path):
+    data = _data()
+    data.val_examples = [data.examples[0]]
+    bundle.save(tmp_path / "b.npz", data, ARGV)
+    out = tmp_path / "bench.json"
+    proc = subprocess.run([sys.executable, str(SCRIPT.with_name("benchmark_model.py")),
+                           str(tmp_path / "b.npz"), "--device", "cpu", "--repeats", "1",
+                           "--train-batch-sizes", "1", "--patch", "32", "--patches", "2",
+                           "--out", str(out)], capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    result = json.loads(out.read_text())
+    assert [r["test_time_flip"] for r in result["inference"]] == [True, False]
+    for row in result["inference"]:
+        assert 0 < row["min_s"] <= row["median_s"] <= row["max_s"]
+        assert 0 <= row["dice_all"] <= 1
+    assert [(r["batch_size"], r["layout"]) for r in result["training_step"]] == [
+        (1, "channels_last_3d")]
+    assert result["patch_making"]["patches"] == 2 and result["patch_making"]["median_s"] > 0
