@@ -364,7 +364,10 @@ def batch_loader(batches: TrainingBatches, first: int, stop: int, workers: int,
     return torch.utils.data.DataLoader(
         batches, batch_size=None, sampler=range(first, stop), num_workers=workers,
         pin_memory=pin_memory, worker_init_fn=_one_thread if workers else None,
-        prefetch_factor=4 if workers else None)
+        prefetch_factor=4 if workers else None,
+        # A loader draws a seed for its workers when it starts; from the global generator
+        # that draw would shift dropout's random stream after a resume.
+        generator=torch.Generator().manual_seed(0))
 
 
 def _lr_at(step: int, config: TrainConfig) -> float:
