@@ -4,8 +4,8 @@ import torch
 import numpy as np
 
 from eneuronet_bids.infer import network_box, predict_probabilities
-from eneuronet_bids.model import (ENeuroNet, ModelConfig, count_conv_layers, count_parameters,
-                                  model_input)
+from eneuronet_bids.model import (ENeuroNet, ModelConfig, StrideOneTransposedConv3d,
+                                  count_conv_layers, count_parameters, model_input)
 
 
 @pytest.fixture(scope="module")
@@ -113,3 +113,15 @@ def test_test_time_flip_averages_the_mirrored_estimate(model):
     expected = (plain + plain.flip(1)[torch.from_numpy(partner)]) / 2
     assert torch.allclose(flipped, expected, atol=2e-3)
     assert not torch.allclose(flipped, plain, atol=2e-3)
+
+
+def test_stride_one_transposed_convolution_equals_torch_transposed():
+    torch.manual_seed(1)
+    reference = torch.nn.ConvTranspose3d(16, 8, 3, padding=1, groups=4)
+    fast = StrideOneTransposedConv3d(16, 8, 3, padding=1, groups=4)
+    fast.load_state_dict(reference.state_dict())
+    x = torch.randn(2, 16, 6, 7, 8)
+    assert torch.allclose(fast(x), reference(x), atol=1e-5)
+    # only the stride-1 case is a plain convolution
+    with pytest.raises(ValueError, match="stride-1"):
+        StrideOneTransposedConv3d(16, 8, 3, stride=2, padding=1, output_padding=1)
