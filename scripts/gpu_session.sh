@@ -22,11 +22,12 @@ nvidia-smi -L
 python3 scripts/benchmark_model.py "$bundle" --device cuda --train-batch-sizes 1 2 4 8 \
     --patches 16 --out "$out/performance_gpu.json" 2>&1 | tee /tmp/gpu_session/benchmark.log
 
-# Batch size and steps from the measured step and patch-making times: the loader's workers
-# make B patches while the GPU runs a step, so a step takes the longer of the two.
+# Batch size and steps from the measured step, patch-making and validation times: the
+# loader's workers make B patches while the GPU runs a step, so a step takes the longer of
+# the two.
 workers=$(( $(nproc) - 2 ))
 now=$(date +%s)
-train_s=$(( budget - (now - start) - 60 ))  # 60 s for the loader's start, validations, copies
+train_s=$(( budget - (now - start) - 60 ))  # 60 s for the loader's start and the copies
 read -r batch steps < <(python3 - "$out/performance_gpu.json" "$workers" "$train_s" <<'EOF'
 import json, sys
 result, workers, seconds = json.load(open(sys.argv[1])), int(sys.argv[2]), float(sys.argv[3])
@@ -34,7 +35,10 @@ patch = result["patch_making"]["median_s"]
 gpu = {r["batch_size"]: r["median_s"] for r in result["training_step"]
        if r["layout"] == "channels_last_3d"}
 batch = 4 if 4 in gpu else max(gpu)
-step = max(gpu[batch], batch * patch / workers) * 1.2
+step = max(gpu[batch], batch * patch / workers) * 1.3
+# four validations of the bundle's validation subjects; the argmax and Dice run on the CPU
+forward = [r["median_s"] for r in result["inference"] if not r["test_time_flip"]]
+seconds -= 4 * len(forward) * (max(forward) + 4)
 print(batch, max(20, int(seconds / step) // 20 * 20))
 EOF
 )
