@@ -43,6 +43,9 @@ def export_model(directory: Path, config: ModelConfig, state_dict: dict, *,
     the model file, so that a run warm-started from it can carry the lineage on."""
     directory.mkdir(parents=True, exist_ok=True)
     path = directory / MODEL_FILE
+    # Host copies: a file saved with CUDA tensors cannot be loaded where there is no GPU
+    # without a map_location (the run-23 weights, trained on a GPU, were first saved so).
+    state_dict = {k: v.detach().cpu() for k, v in state_dict.items()}
     model = {"format": "eneuronet-model/1", "model_config": config.to_dict(),
              "labels": label_table().indices.tolist(), "state_dict": state_dict,
              "lineage": training.get("lineage", [])}
