@@ -21,7 +21,6 @@ import json
 import statistics
 import sys
 import time
-import types
 from pathlib import Path
 
 import numpy as np
@@ -29,15 +28,12 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-try:  # the model needs no ITK, which the lent GPU machine lacks
-    import ants  # noqa: F401
-except ImportError:
-    sys.modules["ants"] = types.ModuleType("ants")
+import train_bundle  # noqa: E402
+
+train_bundle.allow_missing_itk()
 
 import torch  # noqa: E402
 from scipy import ndimage  # noqa: E402
-
-import train_bundle  # noqa: E402
 from eneuronet_bids.infer import predict_probabilities, runtime_for  # noqa: E402
 from eneuronet_bids.labels import label_table  # noqa: E402
 from eneuronet_bids.metrics import dice_per_class, summarise_dice  # noqa: E402

@@ -30,6 +30,15 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 STEP = 128  # quantisation steps per unit of normalised intensity
 
 
+def allow_missing_itk() -> None:
+    """Let ``eneuronet_bids.train`` import where antspyx is missing (the lent GPU machine):
+    training from a bundle's arrays never calls it."""
+    try:
+        import ants  # noqa: F401
+    except ImportError:
+        sys.modules["ants"] = types.ModuleType("ants")
+
+
 def quantise(image: np.ndarray) -> np.ndarray:
     return np.clip(np.rint(image * STEP), 0, 255).astype(np.uint8)
 
@@ -100,10 +109,7 @@ def main() -> int:
         logging.info("written: %s (%.1f MB)", opts.bundle, opts.bundle.stat().st_size / 1e6)
         return 0
 
-    try:  # training from arrays needs no ITK, which the lent GPU machine lacks
-        import ants  # noqa: F401
-    except ImportError:
-        sys.modules["ants"] = types.ModuleType("ants")
+    allow_missing_itk()
     from eneuronet_bids.train import run
 
     data, stored = load(opts.bundle)
