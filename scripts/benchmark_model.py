@@ -5,11 +5,13 @@
 BUNDLE is a ``scripts/train_bundle.py export`` file; its validation subjects are the images.
 For each image, with the test-time flip (the default) and without, ``predict_probabilities``
 (the participant level's ``model_forward`` stage, probabilities into host memory included) is
-timed once cold and then ``--repeats`` times, and the argmax is scored against the labels on
-the model grid (so the same numbers from ``--device cpu`` show whether the device changes the
-parcellation). Then a training step (forward, Dice + cross-entropy, backward, Adam) on random
-96³ patches (``--patch``) is timed per batch size and memory layout, and the making of one
-augmented patch of the bundle's recipe on one core.
+timed once cold and then ``--repeats`` times, beside one pass of the network alone
+(``network_pass_median_s``: the rest of the stage is the classifier, the softmax and the copy
+into host memory), and the argmax is scored against the labels on the model grid (so the
+same numbers from ``--device cpu`` show whether the device changes the parcellation). Then
+a training step (forward, Dice + cross-entropy, backward, Adam) on random 96³ patches
+(``--patch``) is timed per batch size and memory layout, and the making of one augmented
+patch of the bundle's recipe on one core.
 Preprocessing and the way back to the native grid are not included: they run on the CPU
 (docs/performance.md).
 """
@@ -34,9 +36,10 @@ train_bundle.allow_missing_itk()
 
 import torch  # noqa: E402
 from scipy import ndimage  # noqa: E402
-from eneuronet_bids.infer import predict_probabilities, runtime_for  # noqa: E402
+from eneuronet_bids.infer import network_box, predict_probabilities, runtime_for  # noqa: E402
 from eneuronet_bids.labels import label_table  # noqa: E402
 from eneuronet_bids.metrics import dice_per_class, summarise_dice  # noqa: E402
+from eneuronet_bids.model import model_input  # noqa: E402
 from eneuronet_bids.model_io import load_model, sha256, shipped_model  # noqa: E402
 from eneuronet_bids.train import segmentation_loss, training_batches  # noqa: E402
 
@@ -54,10 +57,31 @@ def _timed(fn, device: torch.device) -> tuple[float, object]:
     return time.perf_counter() - t0, out
 
 
+def network_pass(model, image: np.ndarray, device: torch.device):
+    """One pass of the network alone over the block ``predict_probabilities`` feeds it, the
+    input already on the device: what the stage costs before the classifier, the softmax and
+    the copy of the probabilities into host memory."""
+    box = network_box(image)
+    x = torch.from_numpy(model_input(image[box], model.config, image.shape,
+                                     tuple(b.start for b in box)))[None]
+    x = x.to(device).contiguous(memory_format=torch.channels_last_3d)
+    use_bf16 = runtime_for(device.type)[1]
+    dtype = torch.bfloat16 if device.type == "cpu" else torch.float16
+
+    @torch.inference_mode()
+    def call():
+        with torch.autocast(device.type, dtype=dtype, enabled=use_bf16):
+            return model.features(x)
+    return call
+
+
 def inference(model, examples, device, repeats: int) -> list[dict]:
     table = label_table()
     rows = []
     for ex in examples:
+        network = network_pass(model, ex.image, device)
+        network()  # warm-up
+        network_s = statistics.median(_timed(network, device)[0] for _ in range(repeats))
         # As the participant level: the brain (here the image, skull-stripped) dilated by two.
         region = ndimage.binary_dilation(ex.image > 0, iterations=2)
         for flip in (True, False):
@@ -76,6 +100,7 @@ def inference(model, examples, device, repeats: int) -> list[dict]:
             rows.append({"participant": ex.participant, "test_time_flip": flip,
                          "cold_s": round(cold, 4), "median_s": round(statistics.median(warm), 4),
                          "min_s": round(min(warm), 4), "max_s": round(max(warm), 4),
+                         "network_pass_median_s": round(network_s, 4),
                          "peak_gpu_gb": (round(torch.cuda.max_memory_allocated(device) / 1e9, 2)
                                          if device.type == "cuda" else None),
                          **{f"dice_{k}": round(v, 4) for k, v in dice.items()}})

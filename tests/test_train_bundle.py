@@ -75,6 +75,7 @@ def test_the_model_benchmark_times_and_scores_the_bundles_validation_images(tmp_
     assert [r["test_time_flip"] for r in result["inference"]] == [True, False]
     for row in result["inference"]:
         assert 0 < row["min_s"] <= row["median_s"] <= row["max_s"]
+        assert 0 < row["network_pass_median_s"]
         assert 0 <= row["dice_all"] <= 1
     assert [(r["batch_size"], r["layout"]) for r in result["training_step"]] == [
         (1, "channels_last_3d")]
