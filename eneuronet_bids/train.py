@@ -532,10 +532,11 @@ def _train(config: TrainConfig, group: distributed.Group, device: torch.device, 
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         optimiser.step()
         step += 1
-        running = loss.item() if running is None else 0.98 * running + 0.02 * loss.item()
+        value = loss.item()  # one device sync a step
+        running = value if running is None else 0.98 * running + 0.02 * value
         bar.update(1)
         bar.set_postfix(loss=f"{running:.3f}", best_dice=f"{best:.3f}")
-        record = {"step": step, "loss": round(loss.item(), 5), "lr": _lr_at(step - 1, config)}
+        record = {"step": step, "loss": round(value, 5), "lr": _lr_at(step - 1, config)}
         if val_examples and (step % config.validate_every == 0 or step == config.steps):
             model.eval()
             scores = validate(model, val_examples, device)
