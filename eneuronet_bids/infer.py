@@ -28,6 +28,13 @@ def runtime_for(requested: str) -> tuple[torch.device, bool]:
     return torch.device("cpu"), bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
 
 
+def inference_autocast(device: torch.device) -> torch.autocast:
+    """The autocast inference runs under: fp16 on CUDA, bf16 on a CPU with native bf16, and
+    none (fp32) on other CPUs (``runtime_for``)."""
+    return torch.autocast(device.type, dtype=torch.bfloat16 if device.type == "cpu"
+                          else torch.float16, enabled=runtime_for(device.type)[1])
+
+
 def network_box(image: np.ndarray, margin: int = 8) -> tuple[slice, slice, slice]:
     """The block of the model grid the network has to see: the image's non-zero voxels (the
     brain; preprocessing zeroes the rest) plus ``margin``, grown to multiples of
@@ -67,7 +74,6 @@ def predict_probabilities(model: ENeuroNet, image: np.ndarray, device: torch.dev
     chunks of half a million voxels (docs/performance.md).
     """
     model.eval()
-    use_bf16 = runtime_for(device.type)[1]
     if chunk is None:
         chunk = 1 << 13 if device.type == "cpu" else 1 << 19
     box = network_box(image)
@@ -92,8 +98,7 @@ def predict_probabilities(model: ENeuroNet, image: np.ndarray, device: torch.dev
         t = t.to(device).contiguous(memory_format=torch.channels_last_3d)
         return model.features(t)[0].permute(1, 2, 3, 0).reshape(-1, weight.shape[1])
 
-    with torch.autocast(device.type, dtype=torch.bfloat16 if device.type == "cpu"
-                        else torch.float16, enabled=use_bf16):
+    with inference_autocast(device):
         # (features, their rows for the source voxels, classifier weight^T, bias) per pass
         passes = [(features(block, tuple(b.start for b in box)),
                    torch.from_numpy(sources).to(device), weight.t(), bias)]

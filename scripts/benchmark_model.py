@@ -36,7 +36,8 @@ train_bundle.allow_missing_itk()
 
 import torch  # noqa: E402
 from scipy import ndimage  # noqa: E402
-from eneuronet_bids.infer import network_box, predict_probabilities, runtime_for  # noqa: E402
+from eneuronet_bids.infer import (inference_autocast, network_box,  # noqa: E402
+                                  predict_probabilities, runtime_for)
 from eneuronet_bids.labels import label_table  # noqa: E402
 from eneuronet_bids.metrics import dice_per_class, summarise_dice  # noqa: E402
 from eneuronet_bids.model import model_input  # noqa: E402
@@ -65,12 +66,10 @@ def network_pass(model, image: np.ndarray, device: torch.device):
     x = torch.from_numpy(model_input(image[box], model.config, image.shape,
                                      tuple(b.start for b in box)))[None]
     x = x.to(device).contiguous(memory_format=torch.channels_last_3d)
-    use_bf16 = runtime_for(device.type)[1]
-    dtype = torch.bfloat16 if device.type == "cpu" else torch.float16
 
     @torch.inference_mode()
     def call():
-        with torch.autocast(device.type, dtype=dtype, enabled=use_bf16):
+        with inference_autocast(device):
             return model.features(x)
     return call
 
