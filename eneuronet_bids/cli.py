@@ -157,11 +157,12 @@ def train_config(args, work_dir: Path):
 
 def _train(args, work_dir: Path) -> int:
     from .model_io import ModelError
+    from .templates import TemplateError
     from .train import run
 
     try:
         path = run(train_config(args, work_dir))
-    except ValueError as exc:
+    except (ValueError, TemplateError) as exc:
         log.error("%s", exc)
         return EXIT_USAGE
     except ModelError as exc:

@@ -428,7 +428,9 @@ def prepare_data(config: TrainConfig, group: distributed.Group) -> TrainingData:
     if not train_pairs:
         raise ValueError("every labelled participant is held out for validation")
     log.info("%d training and %d validation participants", len(train_pairs), len(val_pairs))
-    # before the slow preprocessing: a wrong --unlabelled-exclude fails at once
+    # before the slow preprocessing: a missing template or a wrong --unlabelled-exclude
+    # fails at once
+    templates.check_available()
     targets = unlabelled_targets(config) if config.augment == "registration" else {}
     if not group.main:  # rank 0 fills the caches; the others then read them
         group.barrier()
