@@ -28,6 +28,13 @@ def runtime_for(requested: str) -> tuple[torch.device, bool]:
     return torch.device("cpu"), bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
 
 
+def synchronize(device: torch.device) -> None:
+    """Wait for the device's queued work (CUDA runs asynchronously), so that a stage's time
+    is the time its work took."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
 def inference_autocast(device: torch.device) -> torch.autocast:
     """The autocast inference runs under: fp16 on CUDA, bf16 on a CPU with native bf16, and
     none (fp32) on other CPUs (``runtime_for``)."""
@@ -54,7 +61,11 @@ def network_box(image: np.ndarray, margin: int = 8) -> tuple[slice, slice, slice
 def predict_probabilities(model: ENeuroNet, image: np.ndarray, device: torch.device,
                           *, region: np.ndarray | None = None, mirror: np.ndarray | None = None,
                           chunk: int | None = None) -> torch.Tensor:
-    """Softmax probabilities (C, X, Y, Z) as float16 on the CPU for a normalised grid image.
+    """Softmax probabilities (C, X, Y, Z) as float16 on ``device`` for a normalised grid image.
+
+    They stay where the network ran: on a GPU the way back to the native grid
+    (``to_native_labels``) runs there too, and only class indices reach host memory instead of
+    1.4 GB of probabilities for a whole grid.
 
     The network sees only ``network_box`` (three quarters of the grid for the sample head, and
     the forward pass costs in proportion). Only the voxels of ``region`` (a bool grid mask;
@@ -79,15 +90,13 @@ def predict_probabilities(model: ENeuroNet, image: np.ndarray, device: torch.dev
     box = network_box(image)
     block = image[box]
     n_classes = model.classifier.out_channels
-    probs = torch.empty((1, n_classes, *image.shape), dtype=torch.float16,
+    probs = torch.empty((1, n_classes, *image.shape), dtype=torch.float16, device=device,
                         memory_format=torch.channels_last_3d)[0]
     voxels = probs.permute(1, 2, 3, 0).view(-1, n_classes)
-    background = torch.zeros(n_classes, dtype=torch.float16)
-    background[0] = 1.0
-    voxels.copy_(background.expand_as(voxels))
+    voxels.zero_()[:, 0] = 1.0
     inside = np.zeros(image.shape, dtype=bool)
     inside[box] = True if region is None else region[box]
-    targets = torch.from_numpy(np.flatnonzero(inside))
+    targets = torch.from_numpy(np.flatnonzero(inside)).to(device)
     sources = np.flatnonzero(inside[box])
     weight = model.classifier.weight.view(n_classes, -1)
     bias = model.classifier.bias
@@ -119,7 +128,7 @@ def predict_probabilities(model: ENeuroNet, image: np.ndarray, device: torch.dev
                 p = torch.addmm(b, f.index_select(0, rows[first:first + chunk]), w)
                 p = p.float().softmax(-1)
                 estimate = p if estimate is None else estimate.add_(p)
-            estimate = estimate.mul_(1 / len(passes)).to("cpu", torch.float16)
+            estimate = estimate.mul_(1 / len(passes)).half()
             voxels.index_copy_(0, targets[first:first + chunk], estimate)
     return probs
 
@@ -144,7 +153,8 @@ def to_native_labels(probs: torch.Tensor, grid_to_native_voxels: np.ndarray,
     resampled probabilities.
 
     Only the box around the brain mask (plus ``margin`` voxels) is resampled; the network
-    sees zeros outside the mask, so everything beyond the box is background.
+    sees zeros outside the mask, so everything beyond the box is background. The resampling
+    runs where ``probs`` are (CPU or GPU).
     """
     labels = np.zeros(brain_mask.shape, dtype=np.int64)
     box = mask_box(brain_mask, margin)

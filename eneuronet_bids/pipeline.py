@@ -19,7 +19,7 @@ from tqdm import tqdm
 from . import __version__, outputs, qc, report, templates
 from .discovery import WorkUnit
 from .infer import (native_probabilities_buffer, predict_probabilities, runtime_for,
-                    to_native_labels)
+                    synchronize, to_native_labels)
 from .labels import label_table
 from .model_io import load_model, shipped_model
 from .preprocess import Preprocessed, preprocess, seed_ants
@@ -85,6 +85,7 @@ class _Worker:
         region = ndimage.binary_dilation(grid_brain | (prep.image > 0), iterations=2)
         probs = predict_probabilities(self.model, prep.image, self.device, region=region,
                                       mirror=self.mirror)
+        synchronize(self.device)
         timings["model_forward"] = time.perf_counter() - t0
 
         t0 = time.perf_counter()

@@ -58,7 +58,8 @@ def summarise_probabilities(probs: torch.Tensor, brain: np.ndarray, *,
         inside = sample[start:start + slab]
         if not inside.any():
             continue
-        p = probs[:, start:start + slab][:, torch.from_numpy(inside)].float()  # (C, voxels)
+        p = probs[:, start:start + slab][:, torch.from_numpy(inside).to(probs.device)]
+        p = p.float()  # (C, voxels)
         conf_sum += float(p.max(0).values.sum())
         ent_sum += float((-(p * p.clamp_min(1e-8).log()).sum(0)).sum()) / math.log(n_classes)
         n += p.shape[1]

@@ -1,7 +1,8 @@
 """Resampling between voxel grids related by 4x4 affines, with torch's ``grid_sample``.
 
 One routine serves every direction: native T1w -> model grid (image, labels) and model grid ->
-native T1w (class probabilities), so both sides of the pipeline agree on the geometry.
+native T1w (class probabilities), so both sides of the pipeline agree on the geometry. Each runs
+on the device of the tensor it is given; results that leave as numpy arrays come to the host.
 """
 
 from __future__ import annotations
@@ -35,11 +36,12 @@ def mask_box(mask: np.ndarray, margin: int) -> tuple[slice, ...] | None:
 
 
 def sample_grid(out_shape: tuple[int, int, int], out_to_in: np.ndarray,
-                in_shape: tuple[int, int, int]) -> torch.Tensor:
+                in_shape: tuple[int, int, int], device: torch.device | None = None
+                ) -> torch.Tensor:
     """Sampling grid for ``grid_sample``: ``out_to_in`` maps output voxel indices to input ones."""
     theta = _normaliser(in_shape) @ out_to_in @ np.linalg.inv(_normaliser(out_shape))
     theta = _REVERSE @ theta @ _REVERSE  # back to grid_sample's (k, j, i) order on both sides
-    theta_t = torch.as_tensor(theta[:3], dtype=torch.float32)[None]
+    theta_t = torch.as_tensor(theta[:3], dtype=torch.float32, device=device)[None]
     size = (1, 1, *out_shape)
     return F.affine_grid(theta_t, list(size), align_corners=True)
 
@@ -56,7 +58,7 @@ def resample(volume: np.ndarray | torch.Tensor, out_to_in: np.ndarray,
     squeeze = vol.ndim == 3
     if squeeze:
         vol = vol[None]
-    grid = sample_grid(out_shape, out_to_in, tuple(vol.shape[1:]))
+    grid = sample_grid(out_shape, out_to_in, tuple(vol.shape[1:]), vol.device)
     out = F.grid_sample(vol[None].float(), grid, mode=mode, padding_mode=padding,
                         align_corners=True)[0]
     return out[0] if squeeze else out
@@ -94,7 +96,8 @@ def _slab_blocks(probabilities: torch.Tensor, out_to_in: np.ndarray,
 def _sample_points(volume: torch.Tensor, points: torch.Tensor) -> torch.Tensor:
     """Trilinear values (C, N) of ``volume`` (C, X, Y, Z) at voxel coordinates ``points``
     (N, 3); zero outside, exactly as :func:`resample`."""
-    n = torch.as_tensor(_normaliser(tuple(volume.shape[1:]))[:3], dtype=torch.float32)
+    n = torch.as_tensor(_normaliser(tuple(volume.shape[1:]))[:3], dtype=torch.float32,
+                        device=volume.device)
     normalised = points @ n[:, :3].T + n[:, 3]
     grid = normalised.flip(-1).view(1, 1, 1, -1, 3)  # grid_sample wants (k, j, i)
     return F.grid_sample(volume[None], grid, mode="bilinear", padding_mode="zeros",
@@ -123,13 +126,14 @@ def _argmax_slab(block: torch.Tensor, out_to_in: np.ndarray,
                         dk:dk + uniform.shape[2]] == uniform
     uniform[~same] = -1
 
-    index = torch.stack(torch.meshgrid(*(torch.arange(n, dtype=torch.float64) for n in out_shape),
-                                       indexing="ij"), -1).reshape(-1, 3)
-    points = (index @ torch.as_tensor(out_to_in[:3, :3]).T + torch.as_tensor(out_to_in[:3, 3]))
-    points = points.float()
+    device = block.device
+    index = torch.stack(torch.meshgrid(*(torch.arange(n, dtype=torch.float64, device=device)
+                                         for n in out_shape), indexing="ij"), -1).reshape(-1, 3)
+    to_in = torch.as_tensor(out_to_in, device=device)
+    points = (index @ to_in[:3, :3].T + to_in[:3, 3]).float()
     cell = points.floor().long()
-    inside = ((cell >= 0) & (cell < torch.tensor(uniform.shape))).all(1)
-    labels = torch.full((len(points),), -1, dtype=torch.long)
+    inside = ((cell >= 0) & (cell < torch.tensor(uniform.shape, device=device))).all(1)
+    labels = torch.full((len(points),), -1, dtype=torch.long, device=device)
     c = cell[inside]
     labels[inside] = uniform[c[:, 0], c[:, 1], c[:, 2]]
     candidates = labels >= 0
@@ -145,8 +149,8 @@ def _argmax_slab(block: torch.Tensor, out_to_in: np.ndarray,
 def resample_argmax(probabilities: torch.Tensor, out_to_in: np.ndarray,
                     out_shape: tuple[int, int, int], *, slab: int = 16,
                     probabilities_out: np.ndarray | None = None) -> np.ndarray:
-    """Trilinearly resample class probabilities (C, X, Y, Z) and take the argmax; voxels that
-    map outside the input get class 0.
+    """Trilinearly resample class probabilities (C, X, Y, Z) and take the argmax, on the
+    device the probabilities are on; voxels that map outside the input get class 0.
 
     With ``probabilities_out`` (X', Y', Z', C) uint8, pre-filled with certain background, the
     same pass also stores the resampled probabilities there, quantised (probability x 255);
@@ -157,11 +161,11 @@ def resample_argmax(probabilities: torch.Tensor, out_to_in: np.ndarray,
                                                         slab):
         slab_shape = (stop - start, *out_shape[1:])
         if probabilities_out is None:
-            labels[start:stop] = _argmax_slab(block, block_to_in, slab_shape).numpy()
+            labels[start:stop] = _argmax_slab(block, block_to_in, slab_shape).cpu().numpy()
             continue
         part = resample(block, block_to_in, slab_shape)
-        labels[start:stop] = part.argmax(0).numpy()
+        labels[start:stop] = part.argmax(0).cpu().numpy()
         part[0] += 1 - part.sum(0)
         q = (part.clamp(0, 1) * 255).round().to(torch.uint8)
-        probabilities_out[start:stop] = q.permute(1, 2, 3, 0).numpy()
+        probabilities_out[start:stop] = q.permute(1, 2, 3, 0).cpu().numpy()
     return labels

@@ -386,7 +386,7 @@ def validate(model: ENeuroNet, examples: list[Example], device: torch.device) ->
     table = label_table()
     per_subject = []
     for ex in examples:
-        pred = predict_probabilities(model, ex.image, device).argmax(0).numpy()
+        pred = predict_probabilities(model, ex.image, device).argmax(0).cpu().numpy()
         per_subject.append(dice_per_class(pred, ex.classes, len(table)))
     return summarise_dice(np.nanmean(np.array(per_subject), axis=0))
 

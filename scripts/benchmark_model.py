@@ -4,16 +4,18 @@
 
 BUNDLE is a ``scripts/train_bundle.py export`` file; its validation subjects are the images.
 For each image, with the test-time flip (the default) and without, ``predict_probabilities``
-(the participant level's ``model_forward`` stage, probabilities into host memory included) is
+(the participant level's ``model_forward`` stage; its probabilities stay on the device) is
 timed once cold and then ``--repeats`` times, beside one pass of the network alone
-(``network_pass_median_s``: the rest of the stage is the classifier, the softmax and the copy
-into host memory), and the argmax is scored against the labels on the model grid (so the
-same numbers from ``--device cpu`` show whether the device changes the parcellation). Then
+(``network_pass_median_s``: the rest of the stage is the classifier and the softmax), and the
+argmax is scored against the labels on the model grid (so the same numbers from ``--device
+cpu`` show whether the device changes the parcellation). With the flip, the way back to a
+native grid (the ``resample_to_native`` stage, ``to_native_labels``, onto a stand-in T1w grid:
+0.9 mm voxels turned 10 degrees) is timed on the device too, and its labels are compared with
+the same resampling on the CPU (``native_agreement``: the fraction of equal voxels). Then
 a training step (forward, Dice + cross-entropy, backward, Adam) on random 96³ patches
 (``--patch``) is timed per batch size and memory layout, and the making of one augmented
 patch of the bundle's recipe on one core.
-Preprocessing and the way back to the native grid are not included: they run on the CPU
-(docs/performance.md).
+Preprocessing is not included: it runs on the CPU (docs/performance.md).
 """
 
 from __future__ import annotations
@@ -37,25 +39,58 @@ train_bundle.allow_missing_itk()
 import torch  # noqa: E402
 from scipy import ndimage  # noqa: E402
 from eneuronet_bids.infer import (inference_autocast, network_box,  # noqa: E402
-                                  predict_probabilities, runtime_for)
+                                  predict_probabilities, runtime_for, synchronize,
+                                  to_native_labels)
 from eneuronet_bids.labels import label_table  # noqa: E402
 from eneuronet_bids.metrics import dice_per_class, summarise_dice  # noqa: E402
 from eneuronet_bids.model import model_input  # noqa: E402
 from eneuronet_bids.model_io import load_model, sha256, shipped_model  # noqa: E402
+from eneuronet_bids.resample import resample  # noqa: E402
 from eneuronet_bids.train import segmentation_loss, training_batches  # noqa: E402
 
 
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
 def _timed(fn, device: torch.device) -> tuple[float, object]:
-    _sync(device)
+    synchronize(device)
     t0 = time.perf_counter()
     out = fn()
-    _sync(device)
+    synchronize(device)
     return time.perf_counter() - t0, out
+
+
+def stand_in_native_grid(image: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``(grid_to_native_voxels, brain_mask)`` of a stand-in T1w grid for a model-grid image:
+    0.9 mm voxels, turned 10 degrees about the first axis, covering the grid (a participant's
+    grid is never the model's, so the way back is a real trilinear resampling)."""
+    angle = np.deg2rad(10)
+    turn = np.array([[1, 0, 0], [0, np.cos(angle), -np.sin(angle)],
+                     [0, np.sin(angle), np.cos(angle)]])
+    shape = tuple(int(np.ceil(n / 0.9)) + 16 for n in image.shape)
+    to_native = np.eye(4)
+    to_native[:3, :3] = turn / 0.9
+    to_native[:3, 3] = (np.array(shape) - 1) / 2 - to_native[:3, :3] @ (
+        (np.array(image.shape) - 1) / 2)
+    mask = resample((image > 0).astype(np.float32), np.linalg.inv(to_native), shape,
+                    mode="nearest").numpy() > 0.5
+    return to_native, mask
+
+
+def native_resampling(probs: torch.Tensor, image: np.ndarray, device: torch.device,
+                      repeats: int) -> dict:
+    """``to_native_labels`` timed where ``probs`` are, and compared with the CPU's result."""
+    to_native, mask = stand_in_native_grid(image)
+
+    def call():
+        return to_native_labels(probs, to_native, mask)
+
+    cold, labels = _timed(call, device)
+    warm = [_timed(call, device)[0] for _ in range(repeats)]
+    t0 = time.perf_counter()
+    on_cpu = to_native_labels(probs.cpu(), to_native, mask)
+    cpu_s = time.perf_counter() - t0
+    return {"native_shape": list(mask.shape), "native_cold_s": round(cold, 4),
+            "native_median_s": round(statistics.median(warm), 4),
+            "native_on_cpu_s": round(cpu_s, 4),
+            "native_agreement": round(float((labels == on_cpu)[mask].mean()), 6)}
 
 
 def network_pass(model, image: np.ndarray, device: torch.device):
@@ -94,7 +129,7 @@ def inference(model, examples, device, repeats: int) -> list[dict]:
 
             cold, probs = _timed(call, device)
             warm = [_timed(call, device)[0] for _ in range(repeats)]
-            dice = summarise_dice(dice_per_class(probs.argmax(0).numpy(), ex.classes,
+            dice = summarise_dice(dice_per_class(probs.argmax(0).cpu().numpy(), ex.classes,
                                                  len(table)))["groups"]
             rows.append({"participant": ex.participant, "test_time_flip": flip,
                          "cold_s": round(cold, 4), "median_s": round(statistics.median(warm), 4),
@@ -102,7 +137,9 @@ def inference(model, examples, device, repeats: int) -> list[dict]:
                          "network_pass_median_s": round(network_s, 4),
                          "peak_gpu_gb": (round(torch.cuda.max_memory_allocated(device) / 1e9, 2)
                                          if device.type == "cuda" else None),
-                         **{f"dice_{k}": round(v, 4) for k, v in dice.items()}})
+                         **{f"dice_{k}": round(v, 4) for k, v in dice.items()},
+                         **(native_resampling(probs, ex.image, device, repeats) if flip
+                            else {})})
             print(json.dumps(rows[-1]), flush=True)
     return rows
 

@@ -77,6 +77,10 @@ def test_the_model_benchmark_times_and_scores_the_bundles_validation_images(tmp_
         assert 0 < row["min_s"] <= row["median_s"] <= row["max_s"]
         assert 0 < row["network_pass_median_s"]
         assert 0 <= row["dice_all"] <= 1
+    native = result["inference"][0]  # the way back to a native grid, with the flip only
+    assert native["native_median_s"] > 0 and native["native_on_cpu_s"] > 0
+    assert native["native_agreement"] == 1.0  # on the CPU both are the same computation
+    assert "native_median_s" not in result["inference"][1]
     assert [(r["batch_size"], r["layout"]) for r in result["training_step"]] == [
         (1, "channels_last_3d")]
     assert result["patch_making"]["patches"] == 2 and result["patch_making"]["median_s"] > 0
