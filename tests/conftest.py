@@ -20,3 +20,19 @@ def shared() -> Path:
 @pytest.fixture(autouse=True, scope="session")
 def templateflow_home(shared):
     os.environ.setdefault("TEMPLATEFLOW_HOME", str(shared / "templateflow"))
+
+
+@pytest.fixture(params=["empty home", "no home"])
+def missing_templates(request, tmp_path, monkeypatch):
+    """TEMPLATEFLOW_HOME pointing at an empty folder, or unset; the template lookup's cache
+    is cleared around the test so that it looks again."""
+    from eneuronet_bids import templates
+
+    if request.param == "no home":
+        monkeypatch.delenv("TEMPLATEFLOW_HOME", raising=False)
+    else:
+        (tmp_path / "templateflow").mkdir()
+        monkeypatch.setenv("TEMPLATEFLOW_HOME", str(tmp_path / "templateflow"))
+    templates.template_file.cache_clear()
+    yield
+    templates.template_file.cache_clear()

@@ -331,22 +331,10 @@ def test_group_level_without_participant_outputs_exits_2(tmp_path, shared, caplo
     assert any("run the participant level first" in r.getMessage() for r in caplog.records)
 
 
-@pytest.mark.parametrize("home", ["empty", None])
-def test_missing_templates_exit_2_without_download(tmp_path, monkeypatch, caplog, home):
-    from eneuronet_bids import templates
-
+def test_missing_templates_exit_2_without_download(tmp_path, caplog, missing_templates):
     ds = _dataset(tmp_path)
     _add_t1w(ds, "01", _img((32, 32, 32)))
-    if home is None:
-        monkeypatch.delenv("TEMPLATEFLOW_HOME", raising=False)
-    else:
-        (tmp_path / home).mkdir()
-        monkeypatch.setenv("TEMPLATEFLOW_HOME", str(tmp_path / home))
-    templates.template_file.cache_clear()
-    try:
-        code = main([str(ds), str(tmp_path / "out"), "participant", "--skip-bids-validation"])
-    finally:
-        templates.template_file.cache_clear()
+    code = main([str(ds), str(tmp_path / "out"), "participant", "--skip-bids-validation"])
     assert code == EXIT_USAGE
     assert any("TEMPLATEFLOW_HOME" in r.getMessage() for r in caplog.records
                if r.levelname == "ERROR")

@@ -194,20 +194,8 @@ def test_excluding_an_unknown_unlabelled_participant_is_a_usage_error(data, capl
     assert not [f for f in (tmp_path / "work").rglob("*") if f.is_file()]  # nothing preprocessed
 
 
-@pytest.mark.parametrize("home", ["empty", None])
-def test_missing_templates_exit_2_before_any_work(data, tmp_path, monkeypatch, caplog, home):
-    from eneuronet_bids import templates
-
-    if home is None:
-        monkeypatch.delenv("TEMPLATEFLOW_HOME", raising=False)
-    else:
-        (tmp_path / home).mkdir()
-        monkeypatch.setenv("TEMPLATEFLOW_HOME", str(tmp_path / home))
-    templates.template_file.cache_clear()
-    try:
-        code = _train(data, tmp_path / "out", "--steps", "1", "-w", str(tmp_path / "work"))
-    finally:
-        templates.template_file.cache_clear()
+def test_missing_templates_exit_2_before_any_work(data, tmp_path, caplog, missing_templates):
+    code = _train(data, tmp_path / "out", "--steps", "1", "-w", str(tmp_path / "work"))
     assert code == EXIT_USAGE
     errors = [r.getMessage() for r in caplog.records if r.levelname == "ERROR"]
     assert len(errors) == 1 and "TEMPLATEFLOW_HOME" in errors[0] and "\n" not in errors[0]
