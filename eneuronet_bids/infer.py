@@ -103,9 +103,8 @@ def predict_probabilities(model: ENeuroNet, image: np.ndarray, device: torch.dev
 
     def features(x: np.ndarray, start: tuple[int, ...]) -> torch.Tensor:
         """(voxels of the block, channels) features of a block at ``start`` of the grid."""
-        t = torch.from_numpy(model_input(x, model.config, image.shape, start))[None]
-        t = t.to(device).contiguous(memory_format=torch.channels_last_3d)
-        return model.features(t)[0].permute(1, 2, 3, 0).reshape(-1, weight.shape[1])
+        t = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))[None].to(device)
+        return model.features(model_input(t, model.config, image.shape, [start]))[0].permute(1, 2, 3, 0).reshape(-1, weight.shape[1])
 
     with inference_autocast(device):
         # (features, their rows for the source voxels, classifier weight^T, bias) per pass
@@ -119,7 +118,7 @@ def predict_probabilities(model: ENeuroNet, image: np.ndarray, device: torch.dev
             mirrored = np.ravel_multi_index((block.shape[0] - 1 - i, j, k), block.shape)
             # Classifying with the classes permuted swaps the hemispheres back for free.
             swap = torch.from_numpy(np.asarray(mirror)).to(device)
-            passes.append((features(np.ascontiguousarray(block[::-1]), start),
+            passes.append((features(block[::-1], start),
                            torch.from_numpy(mirrored).to(device), weight[swap].t(),
                            bias[swap]))
         for first in range(0, len(sources), chunk):

@@ -16,6 +16,7 @@ import os
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import NamedTuple
 
 import nibabel as nib
 import numpy as np
@@ -304,6 +305,17 @@ class PatchSampler:
         return ex.image[sl], ex.classes[sl], tuple(int(s) for s in start)
 
 
+class Batch(NamedTuple):
+    """One training step's patches as the loader passes them between processes: the network
+    input (``model_input``: the image plus three coordinate channels) and the int64 class
+    indices the loss takes are made on the device (``batch_to_device``), which makes a batch
+    of four 96³ patches 17.7 MB instead of 85 MB to receive, pin and copy."""
+
+    images: torch.Tensor  # (N, X, Y, Z) float32
+    classes: torch.Tensor  # (N, X, Y, Z) uint8
+    starts: torch.Tensor  # (N, 3) each patch's first voxel on the model grid
+
+
 @dataclass
 class TrainingBatches(torch.utils.data.Dataset):
     """Item ``step`` is the batch of that training step: patches sampled, mirrored, deformed
@@ -320,25 +332,25 @@ class TrainingBatches(torch.utils.data.Dataset):
     elastic: RandomElastic
     tissue_contrast: RandomTissueContrast
     intensity: Compose
-    model_config: ModelConfig
     batch_size: int
     seed: int
     rank: int = 0
 
-    def __getitem__(self, step: int) -> tuple[torch.Tensor, torch.Tensor]:
+    def __getitem__(self, step: int) -> Batch:
         rng = np.random.default_rng([self.seed, self.rank, step])
-        xs, ys = [], []
+        images, classes, starts = [], [], []
         for _ in range(self.batch_size):
-            image, classes, start = self.flip(*self.sampler.sample(rng), rng)
-            image, classes = self.elastic(image, classes, rng)
-            image = self.intensity(self.tissue_contrast(image, classes, rng), rng)
-            xs.append(model_input(image, self.model_config, templates.GRID_SHAPE, start))
-            ys.append(classes.astype(np.int64))
-        return torch.from_numpy(np.stack(xs)), torch.from_numpy(np.stack(ys))
+            image, labels, start = self.flip(*self.sampler.sample(rng), rng)
+            image, labels = self.elastic(image, labels, rng)
+            images.append(self.intensity(self.tissue_contrast(image, labels, rng), rng))
+            classes.append(labels)
+            starts.append(start)
+        return Batch(torch.from_numpy(np.stack(images).astype(np.float32, copy=False)),
+                     torch.from_numpy(np.stack(classes).astype(np.uint8, copy=False)),
+                     torch.tensor(starts, dtype=torch.int64))
 
 
-def training_batches(config: TrainConfig, data: TrainingData, model_config: ModelConfig,
-                     rank: int = 0) -> TrainingBatches:
+def training_batches(config: TrainConfig, data: TrainingData, rank: int = 0) -> TrainingBatches:
     """The batches of a run with ``config``'s augmentation recipe."""
     table = label_table()
     return TrainingBatches(
@@ -349,7 +361,7 @@ def training_batches(config: TrainConfig, data: TrainingData, model_config: Mode
         Compose([RandomLowResolution(p=config.low_resolution_p),
                  RandomGamma(log_range=config.gamma_log_range),
                  RandomContrast(), RandomBiasField(), RandomNoise()]),
-        model_config, config.batch_size, config.seed, rank)
+        config.batch_size, config.seed, rank)
 
 
 def _one_thread(_worker: int) -> None:
@@ -368,6 +380,15 @@ def batch_loader(batches: TrainingBatches, first: int, stop: int, workers: int,
         # A loader draws a seed for its workers when it starts; from the global generator
         # that draw would shift dropout's random stream after a resume.
         generator=torch.Generator().manual_seed(0))
+
+
+def batch_to_device(batch: Batch, device: torch.device, config: ModelConfig
+                    ) -> tuple[torch.Tensor, torch.Tensor]:
+    """A loader's batch as the network (``config``'s input) and the loss take it, made on
+    ``device``."""
+    images = batch.images.to(device, non_blocking=True)
+    return (model_input(images, config, templates.GRID_SHAPE, batch.starts.tolist()),
+            batch.classes.to(device, non_blocking=True).long())
 
 
 def _lr_at(step: int, config: TrainConfig) -> float:
@@ -504,7 +525,7 @@ def _train(config: TrainConfig, group: distributed.Group, device: torch.device, 
         log_csv.unlink(missing_ok=True)
         best_path.unlink(missing_ok=True)
     net = distributed.wrap(model, group, device)
-    batches = training_batches(config, data, model.config, group.rank)
+    batches = training_batches(config, data, group.rank)
 
     def checkpoint() -> None:
         _save_atomic({"model": model.state_dict(), "optimiser": optimiser.state_dict(),
@@ -520,12 +541,11 @@ def _train(config: TrainConfig, group: distributed.Group, device: torch.device, 
                                                               step + config.stop_after)
     loader = batch_loader(batches, step, stop, _data_workers(config, device),
                           pin_memory=device.type == "cuda")
-    for x, y in loader:
+    for batch in loader:
         model.train()
         for param_group in optimiser.param_groups:
             param_group["lr"] = _lr_at(step, config)
-        x = x.to(device, non_blocking=True).contiguous(memory_format=torch.channels_last_3d)
-        y = y.to(device, non_blocking=True)
+        x, y = batch_to_device(batch, device, model.config)
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_bf16):
             logits = net(x)
         loss = segmentation_loss(logits, y, config.ce_weight)

@@ -14,7 +14,9 @@ native grid (the ``resample_to_native`` stage, ``to_native_labels``, onto a stan
 the same resampling on the CPU (``native_agreement``: the fraction of equal voxels). Then
 a training step (forward, Dice + cross-entropy, backward, Adam) on random 96³ patches
 (``--patch``) is timed per batch size and memory layout, and the making of one augmented
-patch of the bundle's recipe on one core.
+patch of the bundle's recipe on one core; last, the training loop's loader (``loader``: such
+batches made by worker processes, as many as ``gpu_session.sh`` trains with, and moved to the
+device), whose wall time per batch a training step cannot beat.
 Preprocessing is not included: it runs on the CPU (docs/performance.md).
 """
 
@@ -22,6 +24,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+import resource
 import statistics
 import sys
 import time
@@ -46,7 +50,8 @@ from eneuronet_bids.metrics import dice_per_class, summarise_dice  # noqa: E402
 from eneuronet_bids.model import model_input  # noqa: E402
 from eneuronet_bids.model_io import load_model, sha256, shipped_model  # noqa: E402
 from eneuronet_bids.resample import resample  # noqa: E402
-from eneuronet_bids.train import segmentation_loss, training_batches  # noqa: E402
+from eneuronet_bids.train import (batch_loader, batch_to_device,  # noqa: E402
+                                  segmentation_loss, training_batches)
 
 
 def _timed(fn, device: torch.device) -> tuple[float, object]:
@@ -98,9 +103,8 @@ def network_pass(model, image: np.ndarray, device: torch.device):
     input already on the device: what the stage costs before the classifier, the softmax and
     the copy of the probabilities into host memory."""
     box = network_box(image)
-    x = torch.from_numpy(model_input(image[box], model.config, image.shape,
-                                     tuple(b.start for b in box)))[None]
-    x = x.to(device).contiguous(memory_format=torch.channels_last_3d)
+    x = torch.from_numpy(np.ascontiguousarray(image[box], dtype=np.float32))[None].to(device)
+    x = model_input(x, model.config, image.shape, [[b.start for b in box]])
 
     @torch.inference_mode()
     def call():
@@ -187,10 +191,10 @@ def training_steps(model, device, batch_sizes, repeats: int, patch: int) -> list
     return rows
 
 
-def patch_making(data, argv: list[str], model_config, n: int) -> dict:
+def patch_making(data, argv: list[str], n: int) -> dict:
     """Seconds to make one augmented patch in one process on one core (the loader's cost)."""
     config = train_bundle._config([*argv, "--batch-size", "1"])
-    batches = training_batches(config, data, model_config)
+    batches = training_batches(config, data)
     torch.set_num_threads(1)
     times = []
     for step in range(n):
@@ -199,6 +203,39 @@ def patch_making(data, argv: list[str], model_config, n: int) -> dict:
         times.append(time.perf_counter() - t0)
     return {"median_s": round(statistics.median(times), 4), "min_s": round(min(times), 4),
             "max_s": round(max(times), 4), "patches": n}
+
+
+def _cpu_seconds() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)  # every thread of this process, no child
+    return usage.ru_utime + usage.ru_stime
+
+
+def loader_throughput(data, argv: list[str], model_config, device: torch.device, workers: int,
+                      n: int, batch_size: int) -> dict:
+    """The training loop's loader alone: ``n`` batches of the bundle's recipe made by
+    ``workers`` processes and moved to the device as the loop moves them (the labels read
+    once, as the loss reads them). After the first quarter (the workers' start), the wall time
+    per batch and this process's CPU time per batch: the cost of receiving batches, which
+    the worker processes do not share."""
+    config = train_bundle._config([*argv, "--batch-size", str(batch_size)])
+    batches = training_batches(config, data)
+    skip = n // 4
+    received = 0
+    for i, batch in enumerate(batch_loader(batches, 0, n, workers,
+                                           pin_memory=device.type == "cuda")):
+        if i == skip:
+            synchronize(device)
+            t0, cpu0 = time.perf_counter(), _cpu_seconds()
+        received = sum(t.nbytes for t in batch)
+        x, y = batch_to_device(batch, device, model_config)
+        y.max()
+    synchronize(device)
+    wall, cpu = time.perf_counter() - t0, _cpu_seconds() - cpu0
+    timed = n - skip
+    return {"workers": workers, "batch_size": batch_size, "batches": timed,
+            "mb_per_batch": round(received / 1e6, 1),
+            "wall_s_per_batch": round(wall / timed, 4),
+            "main_cpu_s_per_batch": round(cpu / timed, 4)}
 
 
 def main() -> int:
@@ -212,6 +249,11 @@ def main() -> int:
     ap.add_argument("--train-batch-sizes", type=int, nargs="*", default=[1, 2, 4])
     ap.add_argument("--patch", type=int, default=96, help="training patch side (voxels)")
     ap.add_argument("--patches", type=int, default=20, help="augmented patches to time")
+    ap.add_argument("--loader-workers", type=int, default=None,
+                    help="loader processes to time (default: the CPU count less two)")
+    ap.add_argument("--loader-batches", type=int, default=200,
+                    help="batches to time the loader on (0: not timed)")
+    ap.add_argument("--loader-batch-size", type=int, default=4)
     ap.add_argument("--out", type=Path, required=True)
     args = ap.parse_args()
 
@@ -228,8 +270,14 @@ def main() -> int:
                                     args.repeats)
     result["training_step"] = training_steps(model, device, args.train_batch_sizes,
                                              args.repeats, args.patch)
-    result["patch_making"] = patch_making(data, argv, model.config, args.patches)
+    result["patch_making"] = patch_making(data, argv, args.patches)
     print(json.dumps(result["patch_making"]), flush=True)
+    if args.loader_batches:
+        workers = (args.loader_workers if args.loader_workers is not None
+                   else max(1, (os.cpu_count() or 3) - 2))
+        result["loader"] = loader_throughput(data, argv, model.config, device, workers,
+                                             args.loader_batches, args.loader_batch_size)
+        print(json.dumps(result["loader"]), flush=True)
     args.out.write_text(json.dumps(result, indent=1) + "\n")
     return 0
 

@@ -51,14 +51,18 @@ def test_rejects_sizes_not_divisible_by_16(model):
 
 def test_model_input_adds_grid_coordinates_of_the_block():
     cfg = ModelConfig(n_classes=3)
-    image = np.ones((4, 6, 8), np.float32)
-    x = model_input(image, cfg, grid_shape=(9, 6, 8), start=(4, 0, 0))
-    assert x.shape == (4, 4, 6, 8)
-    assert np.array_equal(x[0], image)
-    assert np.allclose(x[1, :, 0, 0], [0.0, 0.25, 0.5, 0.75])  # rows 4..7 of a 9-row grid
-    assert np.allclose(x[2, 0, [0, -1], 0], [-1, 1]) and np.allclose(x[3, 0, 0, [0, -1]], [-1, 1])
-    assert model_input(image, ModelConfig(n_classes=3, positional=False), (4, 6, 8)).shape == (
-        1, 4, 6, 8)
+    image = torch.ones((1, 4, 6, 8))
+    x = model_input(image, cfg, grid_shape=(9, 6, 8), starts=[(4, 0, 0)])
+    assert x.shape == (1, 4, 4, 6, 8) and x.is_contiguous(memory_format=torch.channels_last_3d)
+    x = x[0]
+    assert torch.equal(x[0], image[0])
+    assert torch.allclose(x[1, :, 0, 0], torch.tensor([0.0, 0.25, 0.5, 0.75]))  # rows 4..7 of 9
+    assert torch.allclose(x[2, 0, [0, -1], 0], torch.tensor([-1.0, 1.0]))
+    assert torch.allclose(x[3, 0, 0, [0, -1]], torch.tensor([-1.0, 1.0]))
+    two = model_input(torch.ones((2, 4, 6, 8)), cfg, (9, 6, 8), [(4, 0, 0), (0, 0, 0)])
+    assert torch.equal(two[0], x) and float(two[1, 1, 0, 0, 0]) == -1.0  # each block its own
+    assert model_input(image, ModelConfig(n_classes=3, positional=False), (4, 6, 8),
+                       [(0, 0, 0)]).shape == (1, 1, 4, 6, 8)
 
 
 def test_network_box_covers_the_brain_in_multiples_of_16():

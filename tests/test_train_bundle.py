@@ -69,7 +69,9 @@ def test_the_model_benchmark_times_and_scores_the_bundles_validation_images(tmp_
     proc = subprocess.run([sys.executable, str(SCRIPT.with_name("benchmark_model.py")),
                            str(tmp_path / "b.npz"), "--device", "cpu", "--repeats", "1",
                            "--train-batch-sizes", "1", "--patch", "32", "--patches", "2",
-                           "--out", str(out)], capture_output=True, text=True, timeout=600)
+                           "--loader-workers", "1", "--loader-batches", "8",
+                           "--loader-batch-size", "2", "--out", str(out)],
+                          capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-2000:]
     result = json.loads(out.read_text())
     assert [r["test_time_flip"] for r in result["inference"]] == [True, False]
@@ -84,3 +86,7 @@ def test_the_model_benchmark_times_and_scores_the_bundles_validation_images(tmp_
     assert [(r["batch_size"], r["layout"]) for r in result["training_step"]] == [
         (1, "channels_last_3d")]
     assert result["patch_making"]["patches"] == 2 and result["patch_making"]["median_s"] > 0
+    loader = result["loader"]  # the last 6 of 8 batches of two 32³ patches (float32, uint8)
+    assert (loader["workers"], loader["batch_size"], loader["batches"]) == (1, 2, 6)
+    assert loader["mb_per_batch"] == round((2 * 32**3 * 5 + 2 * 3 * 8) / 1e6, 1)
+    assert loader["wall_s_per_batch"] > 0 and loader["main_cpu_s_per_batch"] >= 0

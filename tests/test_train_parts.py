@@ -275,14 +275,12 @@ def test_cache_keys_differ_by_n4_and_quick_keeps_the_old_key(tmp_path):
 def _batches(examples, seed=0, batch_size=2):
     from eneuronet_bids.augment import RandomElastic, RandomFlipLeftRight
     from eneuronet_bids.labels import label_table
-    from eneuronet_bids.model import ModelConfig
     from eneuronet_bids.templates import GRID_SHAPE
     table = label_table()
     return TrainingBatches(
         PatchSampler(examples, 16), RandomFlipLeftRight(table.mirrored(), GRID_SHAPE[0]),
         RandomElastic(p=0.5, sigma=3.0), RandomTissueContrast(table.tissue_of_class(), p=0.5),
-        Compose([RandomGamma(), RandomNoise()]), ModelConfig(n_classes=len(table)),
-        batch_size, seed)
+        Compose([RandomGamma(), RandomNoise()]), batch_size, seed)
 
 
 def test_a_steps_batch_depends_on_the_step_alone_not_on_the_process():
@@ -295,12 +293,36 @@ def test_a_steps_batch_depends_on_the_step_alone_not_on_the_process():
     here = [batches[s] for s in range(2, 6)]
     workers = list(batch_loader(batches, 2, 6, workers=2, pin_memory=False))
     assert len(workers) == 4
-    for (x, y), (xw, yw) in zip(here, workers):
-        assert x.shape == (2, 4, 16, 16, 16) and y.shape == (2, 16, 16, 16)
-        assert y.dtype == torch.int64 and int(y.max()) < len(label_table())
-        assert torch.equal(x, xw) and torch.equal(y, yw)
-    assert not torch.equal(here[0][0], here[1][0])  # steps differ
-    assert not torch.equal(here[0][0], _batches([ex], seed=1)[2][0])  # and seeds
+    for batch, from_worker in zip(here, workers):
+        assert batch.images.shape == batch.classes.shape == (2, 16, 16, 16)
+        assert batch.images.dtype == torch.float32 and batch.classes.dtype == torch.uint8
+        assert batch.starts.shape == (2, 3) and int(batch.classes.max()) < len(label_table())
+        assert all(torch.equal(a, b) for a, b in zip(batch, from_worker))
+    assert not torch.equal(here[0].images, here[1].images)  # steps differ
+    assert not torch.equal(here[0].images, _batches([ex], seed=1)[2].images)  # and seeds
+
+
+def test_a_batch_reaches_the_device_as_network_input_and_class_indices():
+    from eneuronet_bids.model import ModelConfig
+    from eneuronet_bids.templates import GRID_SHAPE
+    from eneuronet_bids.train import batch_to_device
+    rng = np.random.default_rng(0)
+    ex = Example("01", rng.random((40, 40, 40)).astype(np.float32),
+                 rng.integers(0, 5, (40, 40, 40)).astype(np.uint8))
+    batch = _batches([ex])[3]
+    x, y = batch_to_device(batch, torch.device("cpu"), ModelConfig(n_classes=5))
+    assert x.shape == (2, 4, 16, 16, 16) and x.is_contiguous(memory_format=torch.channels_last_3d)
+    assert torch.equal(x[:, 0], batch.images)
+    for n, start in enumerate(batch.starts.tolist()):
+        for axis in range(3):
+            # the patch's grid coordinates, scaled to [-1, 1] over the whole grid
+            half = (GRID_SHAPE[axis] - 1) / 2
+            index = [slice(None)] * 3
+            index[axis] = [0, -1]
+            ends = x[n, 1 + axis][tuple(index)].unique()
+            assert torch.allclose(ends, torch.tensor([start[axis] - half, start[axis] + 15 - half]
+                                                     ) / half)
+    assert y.dtype == torch.int64 and torch.equal(y, batch.classes.long())
 
 
 def test_elastic_field_equals_the_3d_spline_zoom_of_its_control_points():
