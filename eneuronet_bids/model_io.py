@@ -80,12 +80,17 @@ def model_card_markdown(card: dict) -> str:
              f"- training data: {card['training_data']}",
              f"- licence: {card['licence']}", ""]
     tr = card["training"]
-    lines += ["## Training", "",
-              f"- steps: {tr.get('steps')} (weights from step {tr.get('best_step')})",
-              f"- training participants: {', '.join(tr.get('train_participants', []))}",
+    lines += ["## Training", ""]
+    if tr.get("averaged"):
+        lines += [f"- the uniform average of the weights of {len(tr['averaged'])} models "
+                  "(lineage below)"]
+    else:
+        lines += [f"- steps: {tr.get('steps')} (weights from step {tr.get('best_step')})"]
+    lines += [f"- training participants: {', '.join(tr.get('train_participants', []))}",
               f"- validation participants (never trained on): "
-              f"{', '.join(tr.get('val_participants', []))}",
-              f"- configuration: `{json.dumps(tr.get('config', {}))}`"]
+              f"{', '.join(tr.get('val_participants', []))}"]
+    if tr.get("config"):
+        lines += [f"- configuration: `{json.dumps(tr['config'])}`"]
     if tr.get("lineage"):
         lines += ["", "Lineage (each run warm-started from the weights of the one before):", ""]
         lines += [f"{i}. {run}" for i, run in enumerate(tr["lineage"], 1)]

@@ -1,0 +1,100 @@
+"""Average the weights of several E-NeuroNet model files (a uniform "model soup"), validate the
+average as the train level validates, and export it with a model card.
+
+    python scripts/average_weights.py OUT --bundle BUNDLE.npz W1.pt W2.pt ...
+
+OUT receives ``eneuronet.pt`` (usable by ``participant --model``) and its model card (JSON and
+markdown), whose validation Dice is ``train.validate`` on the bundle's validation images (a
+``scripts/train_bundle.py export`` file) and whose lineage is the runs the inputs share, then
+one line naming the inputs. Averaging is meant for weights of one run's trajectory, or of runs
+warm-started from one another, which lie close together; the inputs must be made for the same
+network and label table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import train_bundle  # noqa: E402
+
+train_bundle.allow_missing_itk()
+
+import torch  # noqa: E402
+
+from eneuronet_bids.model import ENeuroNet, ModelConfig  # noqa: E402
+from eneuronet_bids.model_io import ModelError, export_model, load_model, sha256  # noqa: E402
+from eneuronet_bids.train import validate  # noqa: E402
+
+log = logging.getLogger("average_weights")
+
+
+def average_state(paths: list[Path]) -> tuple[ModelConfig, dict[str, torch.Tensor],
+                                              list[list[str]]]:
+    """The inputs' network, their weights' uniform mean, and each input's lineage. Raises
+    ModelError for a file that does not load or a network unlike the first."""
+    config, total, lineages = None, {}, []
+    for path in paths:
+        model, _ = load_model(path, torch.device("cpu"))  # checks the file and label table
+        if config is not None and model.config != config:
+            raise ModelError(f"{path} has another model configuration than {paths[0]}")
+        config = model.config
+        for name, value in model.state_dict().items():
+            total[name] = total.get(name, 0) + value.double()
+        blob = torch.load(path, map_location="cpu", weights_only=True)
+        lineages.append(blob.get("lineage", []))
+    return config, {k: (v / len(paths)).float() for k, v in total.items()}, lineages
+
+
+def shared_lineage(paths: list[Path], lineages: list[list[str]]) -> list[str]:
+    """The runs all inputs descend from, then one line that names the inputs and what each
+    added."""
+    common = 0
+    while all(len(lin) > common and lin[common] == lineages[0][common] for lin in lineages):
+        common += 1
+    inputs = [f"{p.parent.name}/{p.name} (sha256 {sha256(p)[:12]}"
+              + (f": {lin[-1]}" if len(lin) > common else "") + ")"
+              for p, lin in zip(paths, lineages)]
+    return [*lineages[0][:common],
+            f"uniform average of the weights of {len(paths)} models: " + "; ".join(inputs)]
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("out", type=Path)
+    ap.add_argument("models", type=Path, nargs="+")
+    ap.add_argument("--bundle", type=Path, required=True,
+                    help="validation images: a train_bundle.py export")
+    args = ap.parse_args()
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s",
+                        datefmt="%H:%M:%S")
+    if len(args.models) < 2:
+        ap.error("give at least two model files")
+    try:
+        config, state, lineages = average_state(args.models)
+    except ModelError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    data, _ = train_bundle.load(args.bundle)
+    model = ENeuroNet(config)
+    model.load_state_dict(state)
+    model = model.to(memory_format=torch.channels_last_3d)
+    scores = validate(model, data.val_examples, torch.device("cpu"))
+    log.info("validation Dice %s", scores["groups"])
+    path = export_model(args.out, config, state, validation=scores, training={
+        "averaged": [{"path": str(p), "sha256": sha256(p)} for p in args.models],
+        "lineage": shared_lineage(args.models, lineages),
+        "train_participants": data.train_participants,
+        "val_participants": data.val_participants})
+    log.info("written: %s", path)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
