@@ -104,7 +104,8 @@ def predict_probabilities(model: ENeuroNet, image: np.ndarray, device: torch.dev
     def features(x: np.ndarray, start: tuple[int, ...]) -> torch.Tensor:
         """(voxels of the block, channels) features of a block at ``start`` of the grid."""
         t = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))[None].to(device)
-        return model.features(model_input(t, model.config, image.shape, [start]))[0].permute(1, 2, 3, 0).reshape(-1, weight.shape[1])
+        f = model.features(model_input(t, model.config, image.shape, [start]))[0]
+        return f.permute(1, 2, 3, 0).reshape(-1, weight.shape[1])
 
     with inference_autocast(device):
         # (features, their rows for the source voxels, classifier weight^T, bias) per pass

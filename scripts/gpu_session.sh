@@ -5,6 +5,8 @@
 # back). Prepare here first:
 #   python scripts/train_bundle.py export .dev/bundle.npz -- <train command line>
 #   pip download --no-deps --only-binary=:all: --python-version 3.12 -d .whl nibabel==5.4.2
+# (.dev/ and .whl/ are git-ignored, the bundle being made of the datasets' images: the lending
+# tool's call brings them with carry [".dev", ".whl"])
 # then, on the GPU machine, in the repository root:
 #   scripts/gpu_session.sh .dev/bundle.npz OUT_DIR BUDGET_SECONDS [train options...]
 # Environment: DEVICE (default cuda), BATCH (default 4), PROBE_STEPS (default 60),
