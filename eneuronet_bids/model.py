@@ -193,13 +193,17 @@ def model_input(images: torch.Tensor, config: ModelConfig, grid_shape: tuple[int
     x = torch.empty((images.shape[0], 4, *images.shape[1:]), device=images.device,
                     memory_format=torch.channels_last_3d)
     x[:, 0] = images
-    for n, start in enumerate(starts):
-        for axis, (size, offset, total) in enumerate(zip(images.shape[1:], start, grid_shape)):
-            coord = (np.arange(offset, offset + size, dtype=np.float32) - (total - 1) / 2) / (
-                (total - 1) / 2)
+    sizes = images.shape[1:]
+    coords = [(np.arange(offset, offset + size, dtype=np.float32) - (total - 1) / 2)
+              / ((total - 1) / 2)
+              for start in starts for size, offset, total in zip(sizes, start, grid_shape)]
+    # one copy to the device for all of them
+    coords = torch.from_numpy(np.concatenate(coords)).to(x.device).split(list(sizes) * len(starts))
+    for n in range(len(starts)):
+        for axis, size in enumerate(sizes):
             shape = [1, 1, 1]
             shape[axis] = size
-            x[n, 1 + axis] = torch.from_numpy(coord).to(x.device).view(shape)
+            x[n, 1 + axis] = coords[3 * n + axis].view(shape)
     return x
 
 
