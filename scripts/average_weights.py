@@ -76,6 +76,8 @@ def main() -> int:
                         datefmt="%H:%M:%S")
     if len(args.models) < 2:
         ap.error("give at least two model files")
+    if not args.bundle.is_file():
+        ap.error(f"--bundle {args.bundle}: no such file")
     try:
         config, state, lineages = average_state(args.models)
     except ModelError as exc:

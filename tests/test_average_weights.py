@@ -89,7 +89,8 @@ def test_a_broken_model_file_is_a_one_line_error(tmp_path):
     broken = tmp_path / "broken.pt"
     broken.write_bytes(a.read_bytes()[:1000])
     proc = subprocess.run([sys.executable, str(SCRIPTS / "average_weights.py"),
-                           str(tmp_path / "avg"), str(a), str(broken), "--bundle", "unused"],
+                           str(tmp_path / "avg"), str(a), str(broken), "--bundle",
+                           str(a)],
                           capture_output=True, text=True, timeout=600)
     assert proc.returncode == 2 and proc.stderr.strip().count("\n") == 0
     assert "corrupt" in proc.stderr and not (tmp_path / "avg").exists()
@@ -99,3 +100,13 @@ def test_scoring_models_needs_their_validation_on_the_card(tmp_path):
     a = _model_file(tmp_path / "a", 0, [])  # exported without validation
     with pytest.raises(SystemExit, match="no model card with validation"):
         select.validation_from_card(a)
+
+
+def test_a_missing_bundle_is_refused_before_any_work(tmp_path):
+    a, b = _model_file(tmp_path / "a", 0, []), _model_file(tmp_path / "b", 1, [])
+    proc = subprocess.run([sys.executable, str(SCRIPTS / "average_weights.py"),
+                           str(tmp_path / "avg"), str(a), str(b), "--bundle",
+                           str(tmp_path / "none.npz")], capture_output=True, text=True,
+                          timeout=600)
+    assert proc.returncode == 2 and "none.npz: no such file" in proc.stderr
+    assert not (tmp_path / "avg").exists()
