@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .model import DIVISOR, ENeuroNet, model_input
+from .model import DIVISOR, ENeuroNet, ModelConfig, model_input
 from .resample import mask_box, resample_argmax
 
 log = logging.getLogger(__name__)
@@ -57,6 +57,14 @@ def network_box(image: np.ndarray, margin: int = 8) -> tuple[slice, slice, slice
     return tuple(box)
 
 
+def block_input(block: np.ndarray, start: tuple[int, ...], grid_shape: tuple[int, int, int],
+                config: ModelConfig, device: torch.device) -> torch.Tensor:
+    """The network input (1, C, X, Y, Z) on ``device`` for a block of a grid image that starts
+    at ``start``: only the image crosses to the device (``model_input``)."""
+    t = torch.from_numpy(np.ascontiguousarray(block, dtype=np.float32))[None].to(device)
+    return model_input(t, config, grid_shape, [start])
+
+
 @torch.inference_mode()
 def predict_probabilities(model: ENeuroNet, image: np.ndarray, device: torch.device,
                           *, region: np.ndarray | None = None, mirror: np.ndarray | None = None,
@@ -103,8 +111,7 @@ def predict_probabilities(model: ENeuroNet, image: np.ndarray, device: torch.dev
 
     def features(x: np.ndarray, start: tuple[int, ...]) -> torch.Tensor:
         """(voxels of the block, channels) features of a block at ``start`` of the grid."""
-        t = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))[None].to(device)
-        f = model.features(model_input(t, model.config, image.shape, [start]))[0]
+        f = model.features(block_input(x, start, image.shape, model.config, device))[0]
         return f.permute(1, 2, 3, 0).reshape(-1, weight.shape[1])
 
     with inference_autocast(device):

@@ -17,6 +17,7 @@ import argparse
 import logging
 import sys
 from pathlib import Path
+from typing import NamedTuple
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -28,40 +29,49 @@ train_bundle.allow_missing_itk()
 import torch  # noqa: E402
 
 from eneuronet_bids.model import ENeuroNet, ModelConfig  # noqa: E402
-from eneuronet_bids.model_io import ModelError, export_model, load_model, sha256  # noqa: E402
+from eneuronet_bids.model_io import ModelError, export_model, load_model  # noqa: E402
 from eneuronet_bids.train import validate  # noqa: E402
 
 log = logging.getLogger("average_weights")
 
 
+class Averaged(NamedTuple):
+    """One input of the average: its file, the file's sha256 and the runs behind it."""
+
+    path: Path
+    sha256: str
+    lineage: list[str]
+
+
 def average_state(paths: list[Path]) -> tuple[ModelConfig, dict[str, torch.Tensor],
-                                              list[list[str]]]:
-    """The inputs' network, their weights' uniform mean, and each input's lineage. Raises
-    ModelError for a file that does not load or a network unlike the first."""
-    config, total, lineages = None, {}, []
+                                              list[Averaged]]:
+    """The inputs' network, their weights' uniform mean, and the inputs. Raises ModelError
+    for a file that does not load or a network unlike the first."""
+    config, total, inputs = None, {}, []
     for path in paths:
-        model, _ = load_model(path, torch.device("cpu"))  # checks the file and label table
+        model, info = load_model(path, torch.device("cpu"))  # checks the file and label table
         if config is not None and model.config != config:
             raise ModelError(f"{path} has another model configuration than {paths[0]}")
         config = model.config
         for name, value in model.state_dict().items():
             total[name] = total.get(name, 0) + value.double()
         blob = torch.load(path, map_location="cpu", weights_only=True)
-        lineages.append(blob.get("lineage", []))
-    return config, {k: (v / len(paths)).float() for k, v in total.items()}, lineages
+        inputs.append(Averaged(path, info["sha256"], blob.get("lineage", [])))
+    return config, {k: (v / len(paths)).float() for k, v in total.items()}, inputs
 
 
-def shared_lineage(paths: list[Path], lineages: list[list[str]]) -> list[str]:
+def shared_lineage(inputs: list[Averaged]) -> list[str]:
     """The runs all inputs descend from, then one line that names the inputs and what each
     added."""
+    lineages = [i.lineage for i in inputs]
     common = 0
     while all(len(lin) > common and lin[common] == lineages[0][common] for lin in lineages):
         common += 1
-    inputs = [f"{p.parent.name}/{p.name} (sha256 {sha256(p)[:12]}"
-              + (f": {lin[-1]}" if len(lin) > common else "") + ")"
-              for p, lin in zip(paths, lineages)]
+    named = [f"{i.path.parent.name}/{i.path.name} (sha256 {i.sha256[:12]}"
+             + (f": {i.lineage[-1]}" if len(i.lineage) > common else "") + ")"
+             for i in inputs]
     return [*lineages[0][:common],
-            f"uniform average of the weights of {len(paths)} models: " + "; ".join(inputs)]
+            f"uniform average of the weights of {len(inputs)} models: " + "; ".join(named)]
 
 
 def main() -> int:
@@ -79,7 +89,7 @@ def main() -> int:
     if not args.bundle.is_file():
         ap.error(f"--bundle {args.bundle}: no such file")
     try:
-        config, state, lineages = average_state(args.models)
+        config, state, inputs = average_state(args.models)
     except ModelError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -90,8 +100,8 @@ def main() -> int:
     scores = validate(model, data.val_examples, torch.device("cpu"))
     log.info("validation Dice %s", scores["groups"])
     path = export_model(args.out, config, state, validation=scores, training={
-        "averaged": [{"path": str(p), "sha256": sha256(p)} for p in args.models],
-        "lineage": shared_lineage(args.models, lineages),
+        "averaged": [{"path": str(i.path), "sha256": i.sha256} for i in inputs],
+        "lineage": shared_lineage(inputs),
         "train_participants": data.train_participants,
         "val_participants": data.val_participants})
     log.info("written: %s", path)

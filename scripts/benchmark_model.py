@@ -42,12 +42,11 @@ train_bundle.allow_missing_itk()
 
 import torch  # noqa: E402
 from scipy import ndimage  # noqa: E402
-from eneuronet_bids.infer import (inference_autocast, network_box,  # noqa: E402
+from eneuronet_bids.infer import (block_input, inference_autocast, network_box,  # noqa: E402
                                   predict_probabilities, runtime_for, synchronize,
                                   to_native_labels)
 from eneuronet_bids.labels import label_table  # noqa: E402
 from eneuronet_bids.metrics import dice_per_class, summarise_dice  # noqa: E402
-from eneuronet_bids.model import model_input  # noqa: E402
 from eneuronet_bids.model_io import load_model, sha256, shipped_model  # noqa: E402
 from eneuronet_bids.resample import resample  # noqa: E402
 from eneuronet_bids.train import (batch_loader, batch_to_device,  # noqa: E402
@@ -100,11 +99,10 @@ def native_resampling(probs: torch.Tensor, image: np.ndarray, device: torch.devi
 
 def network_pass(model, image: np.ndarray, device: torch.device):
     """One pass of the network alone over the block ``predict_probabilities`` feeds it, the
-    input already on the device: what the stage costs before the classifier, the softmax and
-    the copy of the probabilities into host memory."""
+    input already on the device: what the stage costs before the classifier and the
+    softmax."""
     box = network_box(image)
-    x = torch.from_numpy(np.ascontiguousarray(image[box], dtype=np.float32))[None].to(device)
-    x = model_input(x, model.config, image.shape, [[b.start for b in box]])
+    x = block_input(image[box], tuple(b.start for b in box), image.shape, model.config, device)
 
     @torch.inference_mode()
     def call():

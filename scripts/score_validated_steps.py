@@ -67,7 +67,7 @@ def main() -> None:
     p.add_argument("--out", type=Path, required=True)
     args = p.parse_args()
     if (args.train_out is None) == (args.models is None):
-        p.error("give a train output folder or --models, not both")
+        p.error("give either a train output folder or --models")
     os.environ.setdefault("TEMPLATEFLOW_HOME", str(args.data / "templateflow"))
     if args.models:
         # folder name, weights, validation Dice

@@ -41,13 +41,13 @@ def _model_file(directory: Path, seed: int, lineage: list[str], **config) -> Pat
 def test_the_average_is_the_mean_of_the_weights_and_keeps_the_shared_lineage(tmp_path):
     a = _model_file(tmp_path / "a", 0, ["run 1", "run 2"])
     b = _model_file(tmp_path / "b", 1, ["run 1", "run 2", "run 3"])
-    config, state, lineages = average.average_state([a, b])
+    config, state, inputs = average.average_state([a, b])
     wa = load_model(a, torch.device("cpu"))[0].state_dict()
     wb = load_model(b, torch.device("cpu"))[0].state_dict()
     for name, value in state.items():
         assert value.dtype == torch.float32
         torch.testing.assert_close(value, (wa[name] + wb[name]) / 2)
-    lineage = average.shared_lineage([a, b], lineages)
+    lineage = average.shared_lineage(inputs)
     assert lineage[:2] == ["run 1", "run 2"]
     assert "2 models" in lineage[2] and lineage[2].endswith(": run 3)")
 
