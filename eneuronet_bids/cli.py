@@ -29,7 +29,11 @@ def _setup_logging(verbose: int, quiet: int) -> None:
 
 
 def _setup_environment(work_dir: Path, threads: int) -> None:
-    """Point every cache at the work directory (HOME may be unwritable) and cap threads."""
+    """Point every cache at the work directory (HOME may be unwritable), cap threads and keep
+    freed memory in the process (``malloc.keep_freed_memory``)."""
+    from .malloc import keep_freed_memory
+
+    log.debug("malloc keeps freed memory: %s", keep_freed_memory())
     cache = work_dir / ".cache"
     cache.mkdir(parents=True, exist_ok=True)
     for var, sub in (("XDG_CACHE_HOME", ""), ("MPLCONFIGDIR", "matplotlib"),

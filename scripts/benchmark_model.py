@@ -46,6 +46,7 @@ from eneuronet_bids.infer import (block_input, inference_autocast, network_box, 
                                   predict_probabilities, runtime_for, synchronize,
                                   to_native_labels)
 from eneuronet_bids.labels import label_table  # noqa: E402
+from eneuronet_bids.malloc import keep_freed_memory  # noqa: E402
 from eneuronet_bids.metrics import dice_per_class, summarise_dice  # noqa: E402
 from eneuronet_bids.model_io import load_model, sha256, shipped_model  # noqa: E402
 from eneuronet_bids.resample import resample  # noqa: E402
@@ -255,6 +256,7 @@ def main() -> int:
     ap.add_argument("--out", type=Path, required=True)
     args = ap.parse_args()
 
+    keeps_freed = keep_freed_memory()  # as the participant and train levels do
     device, _ = runtime_for(args.device)
     data, argv = train_bundle.load(args.bundle)
     model_path = args.model or shipped_model()
@@ -262,6 +264,7 @@ def main() -> int:
     result = {"device": (torch.cuda.get_device_name(device) if device.type == "cuda"
                          else "cpu"),
               "torch": torch.__version__, "threads": torch.get_num_threads(),
+              "malloc_keeps_freed_memory": keeps_freed,
               "model_sha256": sha256(model_path)}
     print(json.dumps(result), flush=True)
     result["inference"] = inference(model, data.val_examples[:args.images], device,

@@ -99,6 +99,9 @@ def main() -> int:
     argv = opts.argv[1:] if opts.argv[:1] == ["--"] else opts.argv
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s",
                         datefmt="%H:%M:%S")
+    from eneuronet_bids.malloc import keep_freed_memory
+
+    keep_freed_memory()  # as the train level does
 
     if opts.command == "export":
         from eneuronet_bids import distributed
