@@ -5,6 +5,7 @@ Images are independent: one failure is reported and the others go on.
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from concurrent.futures import ProcessPoolExecutor
@@ -52,6 +53,19 @@ class ImageResult:
     timings: dict[str, float] = field(default_factory=dict)
 
 
+def made_alike(paths: outputs.OutputPaths, model_sha256: str, test_time_flip: bool) -> bool:
+    """Whether complete outputs were made as this run would make them: with the same model
+    file (sha256) and test-time flip setting, as their dseg sidecar records. A re-run with
+    another ``--model`` (a retrained network) must not keep the old parcellations."""
+    try:
+        made = json.loads(paths.dseg_json.read_text())
+    except (OSError, ValueError):
+        return False
+    return (isinstance(made, dict) and isinstance(made.get("Model"), dict)
+            and made["Model"].get("SHA256") == model_sha256
+            and made.get("TestTimeFlip") == test_time_flip)
+
+
 class _Worker:
     """Holds the loaded model for the images one process handles."""
 
@@ -68,7 +82,10 @@ class _Worker:
         cfg = self.config
         paths = outputs.output_paths(cfg.output_dir, unit)
         if not cfg.force and outputs.is_complete(paths, cfg.save_probabilities):
-            return ImageResult(unit, "skipped", "outputs complete (use --force to recompute)")
+            if made_alike(paths, self.model_info["sha256"], cfg.test_time_flip):
+                return ImageResult(unit, "skipped", "outputs complete (use --force to recompute)")
+            log.warning("%s: its outputs were made with another model or test-time flip "
+                        "setting; recomputing them", unit.path.name)
         skull_stripped = cfg.skull_stripped or bool(unit.metadata.get("SkullStripped", False))
         work = cfg.work_dir / unit.label
         t_start = time.perf_counter()

@@ -96,3 +96,20 @@ def test_image_outputs_complete_and_preproc_sidecar_says_if_skull_stripped(tmp_p
     assert side["SkullStripped"] is skull_stripped
     assert side["Sources"] == ["bids:raw:sub-01/anat/sub-01_T1w.nii.gz"]
     assert paths.xfm.read_bytes() == b"transform"
+
+
+@pytest.mark.parametrize("sidecar, alike", [
+    ({"Model": {"SHA256": "aa"}, "TestTimeFlip": True}, True),
+    ({"Model": {"SHA256": "bb"}, "TestTimeFlip": True}, False),   # another model
+    ({"Model": {"SHA256": "aa"}, "TestTimeFlip": False}, False),  # another flip setting
+    ({"Model": {"SHA256": "aa"}}, False),                         # not recorded
+    ({"Model": "aa", "TestTimeFlip": True}, False),
+    ("[1, 2", False),                                             # not JSON
+])
+def test_complete_outputs_count_only_when_made_alike(tmp_path, sidecar, alike):
+    from eneuronet_bids.pipeline import made_alike
+
+    p = outputs.output_paths(tmp_path, unit(subject="a"))
+    p.dseg_json.parent.mkdir(parents=True)
+    p.dseg_json.write_text(sidecar if isinstance(sidecar, str) else json.dumps(sidecar))
+    assert made_alike(p, "aa", True) is alike

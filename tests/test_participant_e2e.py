@@ -4,6 +4,7 @@ reliability guarantees, and every error path with a real broken input."""
 import gzip
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -237,6 +238,21 @@ def test_rerun_skips_complete_outputs(run):
     assert proc.returncode == EXIT_OK, proc.stderr
     assert "1 skipped" in proc.stderr
     assert run["paths"].dseg.stat().st_mtime == stamp
+
+
+def test_rerun_with_another_setting_recomputes(run, tmp_path):
+    """Outputs made with the test-time flip are not taken for those of a run without it
+    (likewise for another --model: ``made_alike``)."""
+    out = tmp_path / "out"
+    shutil.copytree(run["out"], out)
+    cmd = [str(out) if c == str(run["out"]) else c for c in run["cmd"]]
+    proc = subprocess.run(cmd + ["--participant-label", "otsu", "--no-test-time-flip"],
+                          env=run["env"], capture_output=True, text=True)
+    assert proc.returncode == EXIT_OK, proc.stderr
+    assert "sub-otsu_T1w.nii.gz: its outputs were made with another model" in proc.stderr
+    assert "summary: 1 done, 0 skipped" in proc.stderr
+    paths = outputs.output_paths(out, WorkUnit(run["paths"].dseg, {"subject": "otsu"}))
+    assert json.loads(paths.dseg_json.read_text())["TestTimeFlip"] is False
 
 
 # ---- error paths, each with a real broken input --------------------------------------------
