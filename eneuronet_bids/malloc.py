@@ -1,11 +1,12 @@
 """Keep freed memory in the process (glibc's malloc), so that the network's large tensors do
 not cost the kernel a page fault per 4 KiB every time they are made.
 
-By default glibc serves each allocation above 32 MiB with its own ``mmap`` and gives it back
-with ``munmap`` when freed. A 96³ training step of batch 4 makes and frees gigabytes of such
-tensors, and each time the kernel maps and zeroes the pages again: on the 2-core development
-machine half of the training process's CPU time was the kernel's (6.8 s a step; 2.9 s with
-the setting below; docs/performance.md, "Freed memory stays in the process").
+By default glibc serves each allocation above its mmap threshold (128 KiB, rising to at most
+32 MiB) with its own ``mmap`` and gives it back with ``munmap`` when freed. A 96³ training
+step of batch 4 makes and frees gigabytes of such tensors, and each time the kernel maps and
+zeroes the pages again: on the 2-core development machine half of the training process's CPU
+time was the kernel's (9.4 s a step; 3.6 s with the setting below; docs/performance.md,
+"Freed memory stays in the process").
 """
 
 from __future__ import annotations
