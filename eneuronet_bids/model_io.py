@@ -107,7 +107,8 @@ def model_card_markdown(card: dict) -> str:
 
 
 def load_model(path: Path, device: torch.device) -> tuple[ENeuroNet, dict]:
-    """Load a model file; returns the model (eval mode) and ``{'sha256', 'path'}``."""
+    """Load a model file; returns the model (eval mode) and ``{'sha256', 'path', 'lineage'}``
+    (the runs that made its weights, oldest first; empty for files that record none)."""
     if not path.is_file():
         raise ModelError(f"model file {path} does not exist")
     try:
@@ -121,4 +122,5 @@ def load_model(path: Path, device: torch.device) -> tuple[ENeuroNet, dict]:
     if blob.get("labels") != label_table().indices.tolist():
         raise ModelError(f"model file {path} was trained for another label table")
     model = model.to(device).to(memory_format=torch.channels_last_3d).eval()
-    return model, {"path": str(path), "sha256": sha256(path)}
+    return model, {"path": str(path), "sha256": sha256(path),
+                   "lineage": blob.get("lineage", [])}

@@ -55,8 +55,7 @@ def average_state(paths: list[Path]) -> tuple[ModelConfig, dict[str, torch.Tenso
         config = model.config
         for name, value in model.state_dict().items():
             total[name] = total.get(name, 0) + value.double()
-        blob = torch.load(path, map_location="cpu", weights_only=True)
-        inputs.append(Averaged(path, info["sha256"], blob.get("lineage", [])))
+        inputs.append(Averaged(path, info["sha256"], info["lineage"]))
     return config, {k: (v / len(paths)).float() for k, v in total.items()}, inputs
 
 

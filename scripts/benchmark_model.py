@@ -48,7 +48,7 @@ from eneuronet_bids.infer import (block_input, inference_autocast, network_box, 
 from eneuronet_bids.labels import label_table  # noqa: E402
 from eneuronet_bids.malloc import keep_freed_memory  # noqa: E402
 from eneuronet_bids.metrics import dice_per_class, summarise_dice  # noqa: E402
-from eneuronet_bids.model_io import load_model, sha256, shipped_model  # noqa: E402
+from eneuronet_bids.model_io import load_model, shipped_model  # noqa: E402
 from eneuronet_bids.resample import resample  # noqa: E402
 from eneuronet_bids.train import (batch_loader, batch_to_device,  # noqa: E402
                                   segmentation_loss, training_batches)
@@ -260,12 +260,12 @@ def main() -> int:
     device, _ = runtime_for(args.device)
     data, argv = train_bundle.load(args.bundle)
     model_path = args.model or shipped_model()
-    model, _ = load_model(model_path, device)
+    model, model_info = load_model(model_path, device)
     result = {"device": (torch.cuda.get_device_name(device) if device.type == "cuda"
                          else "cpu"),
               "torch": torch.__version__, "threads": torch.get_num_threads(),
               "malloc_keeps_freed_memory": keeps_freed,
-              "model_sha256": sha256(model_path)}
+              "model_sha256": model_info["sha256"]}
     print(json.dumps(result), flush=True)
     result["inference"] = inference(model, data.val_examples[:args.images], device,
                                     args.repeats)
