@@ -200,6 +200,8 @@ def _run_one(unit: WorkUnit) -> ImageResult:
         # One image's failure must not stop the others (InputError for bad input, but also
         # whatever ANTs or torch raise); its reason is one line for the user.
         message = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        # InputError names the file itself (other callers need that); say it once here.
+        message = message.removeprefix(f"{unit.path.name}: ")
         log.error("%s: failed: %s", unit.path.name, message)
         log.debug("traceback", exc_info=True)
         return ImageResult(unit, "failed", message)

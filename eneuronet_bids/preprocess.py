@@ -85,6 +85,11 @@ def load_t1w(path: Path) -> tuple[nib.Nifti1Image, list[str]]:
         raise InputError(f"{path.name}: expected a 3D T1w image, got shape {data.shape}")
     if min(data.shape) < 16:
         raise InputError(f"{path.name}: image of shape {data.shape} is too small to be a 3D T1w")
+    # A broken converter can write an sform with a zero row; nothing downstream can place such
+    # an image in space, and ANTs' own error would not say why.
+    if abs(np.linalg.det(img.affine[:3, :3])) < 1e-6:
+        raise InputError(f"{path.name}: its voxel-to-world affine (sform/qform) is degenerate: "
+                         "the voxel axes do not span 3D space")
     if not np.isfinite(data).all():
         raise InputError(f"{path.name}: image contains NaN or infinite values")
     if not data.any():

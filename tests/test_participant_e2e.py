@@ -6,6 +6,7 @@ import json
 import os
 import shutil
 import signal
+import struct
 import subprocess
 import sys
 import time
@@ -275,6 +276,7 @@ def test_bad_images_fail_with_one_line(tmp_path, img, message, caplog):
     assert code == EXIT_FAILED
     errors = [r.getMessage() for r in caplog.records if r.levelname == "ERROR"]
     assert any(message in e and "\n" not in e for e in errors)
+    assert all(e.count("sub-bad_T1w.nii.gz") == 1 for e in errors if message in e)
 
 
 def test_truncated_gzip_is_reported(tmp_path):
@@ -282,6 +284,20 @@ def test_truncated_gzip_is_reported(tmp_path):
     path = tmp_path / "t_T1w.nii.gz"
     path.write_bytes(raw)
     with pytest.raises(InputError, match="cannot read NIfTI"):
+        load_t1w(path)
+
+
+def test_degenerate_affine_is_reported(tmp_path):
+    """An sform with a zero row, written byte by byte (nibabel itself refuses to make one)."""
+    plain = tmp_path / "plain.nii"
+    img = _img((32, 32, 32))
+    img.header["sform_code"], img.header["qform_code"] = 1, 0
+    nib.save(img, plain)
+    raw = bytearray(plain.read_bytes())
+    raw[312:328] = struct.pack("<4f", 0, 0, 0, 0)  # srow_z of the NIfTI-1 header
+    path = tmp_path / "d_T1w.nii.gz"
+    path.write_bytes(gzip.compress(bytes(raw)))
+    with pytest.raises(InputError, match="affine .* is degenerate"):
         load_t1w(path)
 
 
