@@ -1,0 +1,66 @@
+#!/usr/bin/env python3
+"""Agreement of two parcellations of one head made on different grids (e.g. the same scan at
+its own resolution and resampled by ``scripts/resample_t1w.py``): Dice per structure group after
+reading the second parcellation at the first one's voxel centres (nearest voxel), and the
+relative difference of the volumes in the two ``_volumes.tsv`` tables.
+
+    python scripts/compare_dseg.py OUT/sub-chris/anat/sub-chris_desc-DKTaseg_dseg.nii.gz \
+        OUT05/sub-hires/anat/sub-hires_desc-DKTaseg_dseg.nii.gz
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pandas as pd
+
+from eneuronet_bids.labels import label_table
+from eneuronet_bids.metrics import dice_per_class, summarise_dice
+
+
+def on_grid_of(reference: nib.Nifti1Image, other: nib.Nifti1Image) -> np.ndarray:
+    """``other``'s labels at ``reference``'s voxel centres (nearest voxel; 0 outside)."""
+    ijk = np.indices(reference.shape[:3]).reshape(3, -1)
+    to_other = np.linalg.inv(other.affine) @ reference.affine
+    idx = np.rint(to_other[:3, :3] @ ijk + to_other[:3, 3:]).astype(np.int64)
+    inside = np.all((idx >= 0) & (idx < np.array(other.shape[:3])[:, None]), axis=0)
+    data = np.asarray(other.dataobj)
+    out = np.zeros(idx.shape[1], data.dtype)
+    out[inside] = data[tuple(idx[:, inside])]
+    return out.reshape(reference.shape[:3])
+
+
+def volume_differences(reference_tsv: Path, other_tsv: Path) -> pd.DataFrame:
+    """Per structure (and total brain): both volumes and (other - reference) / reference."""
+    ref, oth = (pd.read_csv(p, sep="\t") for p in (reference_tsv, other_tsv))
+    both = ref.merge(oth, on="name", suffixes=("_reference", "_other"))
+    both["relative"] = (both.volume_mm3_other - both.volume_mm3_reference) / both.volume_mm3_reference
+    return both[["name", "volume_mm3_reference", "volume_mm3_other", "relative"]]
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("reference", type=Path, help="a _dseg.nii.gz (its _volumes.tsv beside it)")
+    p.add_argument("other", type=Path, help="a _dseg.nii.gz of the same head on another grid")
+    args = p.parse_args()
+    table = label_table()
+    ref, other = nib.load(str(args.reference)), nib.load(str(args.other))
+    dice = dice_per_class(table.to_classes(on_grid_of(ref, other)),
+                          table.to_classes(np.asarray(ref.dataobj)), len(table))
+    for group, value in summarise_dice(dice)["groups"].items():
+        print(f"Dice {group}\t{value:.3f}")
+    volumes = volume_differences(*(Path(str(d).replace("_dseg.nii.gz", "_volumes.tsv"))
+                                   for d in (args.reference, args.other)))
+    total = volumes.name == "Total-Brain"
+    print(f"total brain volume, relative difference\t{volumes.relative[total].iloc[0]:+.3f}")
+    for group in ("cortical", "non-cortical"):
+        names = {lab.name for lab in table if lab.group == group}
+        print(f"{group} volumes, median relative difference\t"
+              f"{volumes.relative[volumes.name.isin(names)].median():+.3f}")
+
+
+if __name__ == "__main__":
+    main()
