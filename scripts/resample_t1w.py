@@ -50,7 +50,7 @@ def main() -> None:
         {"Name": f"{args.t1w.name} at {args.voxel} mm", "BIDSVersion": "1.10.0"}, indent=2) + "\n")
     stem = f"sub-{args.label}_T1w"
     nib.save(resample(nib.load(str(args.t1w)), args.voxel), str(anat / f"{stem}.nii.gz"))
-    sidecar = args.t1w.with_name(args.t1w.name.replace(".nii.gz", ".json"))
+    sidecar = args.t1w.with_name(args.t1w.name.split(".")[0] + ".json")
     if sidecar.exists():
         shutil.copy(sidecar, anat / f"{stem}.json")
 
