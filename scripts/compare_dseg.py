@@ -17,28 +17,27 @@ import nibabel as nib
 import numpy as np
 import pandas as pd
 
+from eneuronet_bids import outputs
 from eneuronet_bids.labels import label_table
 from eneuronet_bids.metrics import dice_per_class, summarise_dice
+from eneuronet_bids.qc import TOTAL
+from eneuronet_bids.resample import resample
 
 
 def on_grid_of(reference: nib.Nifti1Image, other: nib.Nifti1Image) -> np.ndarray:
     """``other``'s labels at ``reference``'s voxel centres (nearest voxel; 0 outside)."""
-    ijk = np.indices(reference.shape[:3]).reshape(3, -1)
-    to_other = np.linalg.inv(other.affine) @ reference.affine
-    idx = np.rint(to_other[:3, :3] @ ijk + to_other[:3, 3:]).astype(np.int64)
-    inside = np.all((idx >= 0) & (idx < np.array(other.shape[:3])[:, None]), axis=0)
+    out_to_in = np.linalg.inv(other.affine) @ reference.affine
     data = np.asarray(other.dataobj)
-    out = np.zeros(idx.shape[1], data.dtype)
-    out[inside] = data[tuple(idx[:, inside])]
-    return out.reshape(reference.shape[:3])
+    labels = resample(data.astype(np.float32), out_to_in, reference.shape[:3], mode="nearest")
+    return labels.numpy().astype(data.dtype)
 
 
 def volume_differences(reference_tsv: Path, other_tsv: Path) -> pd.DataFrame:
-    """Per structure (and total brain): both volumes and (other - reference) / reference."""
-    ref, oth = (pd.read_csv(p, sep="\t") for p in (reference_tsv, other_tsv))
-    both = ref.merge(oth, on="name", suffixes=("_reference", "_other"))
-    both["relative"] = (both.volume_mm3_other - both.volume_mm3_reference) / both.volume_mm3_reference
-    return both[["name", "volume_mm3_reference", "volume_mm3_other", "relative"]]
+    """Per structure (and total brain) in both tables: (other - reference) / reference."""
+    ref, oth = outputs.read_volumes(reference_tsv), outputs.read_volumes(other_tsv)
+    names = [name for name in ref if name in oth]
+    return pd.DataFrame({"name": names,
+                         "relative": [(oth[n] - ref[n]) / ref[n] for n in names]})
 
 
 def main() -> None:
@@ -54,12 +53,11 @@ def main() -> None:
         print(f"Dice {group}\t{value:.3f}")
     volumes = volume_differences(*(Path(str(d).replace("_dseg.nii.gz", "_volumes.tsv"))
                                    for d in (args.reference, args.other)))
-    total = volumes.name == "Total-Brain"
-    print(f"total brain volume, relative difference\t{volumes.relative[total].iloc[0]:+.3f}")
+    relative = volumes.set_index("name").relative
+    print(f"total brain volume, relative difference\t{relative[TOTAL]:+.3f}")
     for group in ("cortical", "non-cortical"):
-        names = {lab.name for lab in table if lab.group == group}
-        print(f"{group} volumes, median relative difference\t"
-              f"{volumes.relative[volumes.name.isin(names)].median():+.3f}")
+        names = [lab.name for lab in table if lab.group == group and lab.name in relative]
+        print(f"{group} volumes, median relative difference\t{relative[names].median():+.3f}")
 
 
 if __name__ == "__main__":

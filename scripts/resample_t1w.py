@@ -16,7 +16,8 @@ from pathlib import Path
 
 import nibabel as nib
 import numpy as np
-from scipy import ndimage
+
+from eneuronet_bids import resample as grid
 
 
 def resample(img: nib.Nifti1Image, voxel: float) -> nib.Nifti1Image:
@@ -26,12 +27,12 @@ def resample(img: nib.Nifti1Image, voxel: float) -> nib.Nifti1Image:
     shape_in = np.array(img.shape[:3])
     shape_out = np.maximum(np.round(shape_in * zooms / voxel).astype(int), 1)
     factor = shape_out / shape_in
-    # grid_mode: voxels are cells, so new voxel i samples old coordinate (i + 0.5) / f - 0.5.
-    data = ndimage.zoom(np.asarray(img.dataobj, dtype=np.float32), factor, order=1,
-                        grid_mode=True, mode="nearest")
+    # Voxels are cells: new voxel i is centred at old coordinate (i + 0.5) / f - 0.5.
     index_to_old = np.eye(4)
     index_to_old[:3, :3] = np.diag(1 / factor)
     index_to_old[:3, 3] = 0.5 / factor - 0.5
+    data = grid.resample(np.asarray(img.dataobj, dtype=np.float32), index_to_old,
+                    tuple(int(n) for n in shape_out), padding="border").numpy()
     out = nib.Nifti1Image(np.round(data).astype(np.int16), img.affine @ index_to_old)
     out.header.set_xyzt_units("mm", "sec")
     return out
