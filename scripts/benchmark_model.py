@@ -11,7 +11,8 @@ argmax is scored against the labels on the model grid (so the same numbers from 
 cpu`` show whether the device changes the parcellation). With the flip, the way back to a
 native grid (the ``resample_to_native`` stage, ``to_native_labels``, onto a stand-in T1w grid:
 0.9 mm voxels turned 10 degrees) is timed on the device too, and its labels are compared with
-the same resampling on the CPU (``native_agreement``: the fraction of equal voxels). Then
+the same resampling on the CPU (``native_agreement``: the fraction of equal voxels). On a GPU
+the same again with cuDNN's autotuner on (``inference_cudnn_benchmark``). Then
 a training step (forward, Dice + cross-entropy, backward, Adam) on random 96³ patches
 (``--patch``) is timed per batch size and memory layout, and the making of one augmented
 patch of the bundle's recipe on one core; last, the training loop's loader (``loader``: such
@@ -269,6 +270,15 @@ def main() -> int:
     print(json.dumps(result), flush=True)
     result["inference"] = inference(model, data.val_examples[:args.images], device,
                                     args.repeats)
+    if device.type == "cuda":
+        # cuDNN's autotuner times the algorithms for each convolution shape on its first use.
+        # The participant level leaves it off (every image's block has its own shape, so each
+        # would pay the search, and the chosen algorithms may differ between runs); timed
+        # here, cold and warm, to know what it would buy.
+        torch.backends.cudnn.benchmark = True
+        result["inference_cudnn_benchmark"] = inference(
+            model, data.val_examples[:args.images], device, args.repeats)
+        torch.backends.cudnn.benchmark = False
     result["training_step"] = training_steps(model, device, args.train_batch_sizes,
                                              args.repeats, args.patch)
     result["patch_making"] = patch_making(data, argv, args.patches)
