@@ -74,6 +74,11 @@ class Preprocessed:
 
 def load_t1w(path: Path) -> tuple[nib.Nifti1Image, list[str]]:
     """Load and check a T1w image; returns it (3D) and warnings. Raises InputError."""
+    # DataLad clones of OpenNeuro datasets hold every image as a git-annex symbolic link
+    # whose content is fetched on demand; "no such file" would not say what to do.
+    if path.is_symlink() and not path.exists():
+        raise InputError(f"{path.name}: a symbolic link to a missing file (a DataLad/git-annex "
+                         "dataset whose content was not fetched? `datalad get` it)")
     try:
         img = nib.load(str(path))
         data = np.asarray(img.dataobj, dtype=np.float32)

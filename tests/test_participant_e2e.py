@@ -287,6 +287,14 @@ def test_truncated_gzip_is_reported(tmp_path):
         load_t1w(path)
 
 
+def test_unfetched_annex_link_is_reported(tmp_path):
+    """A DataLad clone's image before `datalad get`: a link into .git/annex that leads nowhere."""
+    path = tmp_path / "sub-01_T1w.nii.gz"
+    path.symlink_to(tmp_path / ".git" / "annex" / "objects" / "Xy" / "SHA256E-s1--ab.nii.gz")
+    with pytest.raises(InputError, match="symbolic link to a missing file .*datalad get"):
+        load_t1w(path)
+
+
 def test_degenerate_affine_is_reported(tmp_path):
     """An sform with a zero row, written byte by byte (nibabel itself refuses to make one)."""
     plain = tmp_path / "plain.nii"
