@@ -103,6 +103,13 @@ def entities_from_name(name: str) -> dict[str, str]:
     return {long[k]: v for k, v in pairs if k in long}
 
 
+def paths_beside(dseg: Path) -> OutputPaths:
+    """The output paths of the image whose parcellation (one of our ``_dseg.nii.gz``) is
+    ``dseg``."""
+    ent = entities_from_name(dseg.name)
+    return _paths_for(dseg.parents[3 if "session" in ent else 2], ent)
+
+
 def find_complete(output_dir: Path, participants: list[str] | None = None
                   ) -> list[tuple[dict[str, str], OutputPaths]]:
     """(entities, paths) of every image whose outputs are complete, sorted by name."""

@@ -51,7 +51,7 @@ def main() -> None:
                           table.to_classes(np.asarray(ref.dataobj)), len(table))
     for group, value in summarise_dice(dice)["groups"].items():
         print(f"Dice {group}\t{value:.3f}")
-    volumes = volume_differences(*(Path(str(d).replace("_dseg.nii.gz", "_volumes.tsv"))
+    volumes = volume_differences(*(outputs.paths_beside(d).volumes
                                    for d in (args.reference, args.other)))
     relative = volumes.set_index("name").relative
     print(f"total brain volume, relative difference\t{relative[TOTAL]:+.3f}")

@@ -32,7 +32,7 @@ def resample(img: nib.Nifti1Image, voxel: float) -> nib.Nifti1Image:
     index_to_old[:3, :3] = np.diag(1 / factor)
     index_to_old[:3, 3] = 0.5 / factor - 0.5
     data = grid.resample(np.asarray(img.dataobj, dtype=np.float32), index_to_old,
-                    tuple(int(n) for n in shape_out), padding="border").numpy()
+                         tuple(int(n) for n in shape_out), padding="border").numpy()
     out = nib.Nifti1Image(np.round(data).astype(np.int16), img.affine @ index_to_old)
     out.header.set_xyzt_units("mm", "sec")
     return out

@@ -113,3 +113,11 @@ def test_complete_outputs_count_only_when_made_alike(tmp_path, sidecar, alike):
     p.dseg_json.parent.mkdir(parents=True)
     p.dseg_json.write_text(sidecar if isinstance(sidecar, str) else json.dumps(sidecar))
     assert made_alike(p, "aa", True) is alike
+
+
+@pytest.mark.parametrize("entities", [{"subject": "01", "session": "a", "run": "2"},
+                                      {"subject": "02", "acquisition": "mprage"}])
+def test_paths_beside_a_parcellation_are_its_image_outputs(tmp_path, entities):
+    t1w = tmp_path / "sub-x_T1w.nii.gz"
+    paths = outputs.output_paths(tmp_path / "out", WorkUnit(t1w, entities))
+    assert outputs.paths_beside(paths.dseg) == paths
