@@ -53,8 +53,11 @@ def _validate_bids(bids_dir: Path) -> None:
     try:
         if validator is None:
             raise FileNotFoundError("bids-validator-deno")
+        # No time limit: it reads every file of the dataset, however many there are.
+        log.info("validating %s with bids-validator-deno (--skip-bids-validation skips it)",
+                 bids_dir)
         proc = subprocess.run([validator, "--ignoreWarnings", str(bids_dir)],
-                              capture_output=True, text=True, timeout=600)
+                              capture_output=True, text=True)
     except FileNotFoundError as exc:
         raise UsageError("bids-validator-deno is not installed; use --skip-bids-validation "
                          "to go on without validation") from exc

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -13,6 +14,13 @@ log = logging.getLogger(__name__)
 #: multi-echo MPRAGE, MP2RAGE inversions, magnitude and phase) and carry into the output names.
 NAME_ENTITIES = ("subject", "session", "task", "acquisition", "ceagent", "reconstruction", "run",
                  "echo", "flip", "inv", "mt", "part", "chunk")
+
+
+#: BIDS datatype folders that never hold a T1w. They are not indexed, nor are the participants
+#: not selected: on a large dataset indexing everything would cost each one-subject HPC job
+#: minutes (fmriprep skips these too).
+NOT_ANAT_DATATYPES = ("func", "dwi", "fmap", "perf", "beh", "eeg", "ieeg", "meg", "pet", "micr",
+                      "nirs", "motion", "mrs", "emg")
 
 
 class DiscoveryError(ValueError):
@@ -45,19 +53,36 @@ def _strip(labels: list[str] | None, prefix: str) -> list[str] | None:
     return [lab.removeprefix(prefix) for lab in labels] if labels else None
 
 
+def ignore_patterns(participants: list[str] | None) -> list[re.Pattern]:
+    """What PyBIDS need not index, as paths relative to the dataset root with a leading ``/``.
+
+    Only folders match (datatype folders have no ``_`` or ``.``; subject folders end at ``/``
+    or the end), so the sidecars at the root and at subject or session level, which T1w
+    metadata inherits from, stay indexed.
+    """
+    patterns = [re.compile(r"^/(code|models|sourcedata|stimuli)(/|$)"),  # PyBIDS' defaults
+                re.compile(r"^/sub-[^/]+/(ses-[^/]+/)?(" + "|".join(NOT_ANAT_DATATYPES)
+                           + r")(/|$)")]
+    if participants:
+        keep = "|".join(re.escape(p) for p in participants)
+        patterns.append(re.compile(r"^/sub-(?!(" + keep + r")(/|$))[^/_.]+(/|$)"))
+    return patterns
+
+
 def discover(bids_dir: Path, *, participants: list[str] | None = None,
              sessions: list[str] | None = None, t1w_filter: dict | None = None,
              validate: bool = False) -> list[WorkUnit]:
     """Every T1w NIfTI that passes the filters, in a stable order."""
     from bids import BIDSLayout
-    from bids.layout import Query
+    from bids.layout import BIDSLayoutIndexer, Query
 
-    try:
-        layout = BIDSLayout(str(bids_dir), validate=validate, derivatives=False)
-    except Exception as exc:  # pybids raises its own BIDSValidationError and ValueError
-        raise DiscoveryError(f"{bids_dir} is not a BIDS dataset: {exc}") from exc
     participants = _strip(participants, "sub-")
     sessions = _strip(sessions, "ses-")
+    indexer = BIDSLayoutIndexer(validate=validate, ignore=ignore_patterns(participants))
+    try:
+        layout = BIDSLayout(str(bids_dir), validate=validate, derivatives=False, indexer=indexer)
+    except Exception as exc:  # pybids raises its own BIDSValidationError and ValueError
+        raise DiscoveryError(f"{bids_dir} is not a BIDS dataset: {exc}") from exc
     known = set(layout.get_subjects())
     if participants:
         missing = sorted(set(participants) - known)

@@ -2,7 +2,7 @@ import json
 
 import pytest
 
-from eneuronet_bids.discovery import DiscoveryError, discover, load_filter_file
+from eneuronet_bids.discovery import DiscoveryError, discover, ignore_patterns, load_filter_file
 
 
 def test_ds001_one_t1w_per_subject(shared):
@@ -116,3 +116,47 @@ def test_every_t1w_entity_keeps_images_apart_in_the_outputs(tmp_path):
             suffix="dseg", desc="DKTaseg", extension=".nii.gz", return_type="filename",
             **unit.entities)
         assert found == [str(path)]
+
+
+def test_index_skips_other_participants_and_datatypes():
+    patterns = ignore_patterns(["01"])
+    ignored = lambda path: any(p.search(path) for p in patterns)  # noqa: E731
+    for path in ("/sub-010", "/sub-02", "/sub-02/anat/sub-02_T1w.nii.gz", "/sub-01/func",
+                 "/sub-01/ses-1/dwi", "/code", "/sourcedata/x.dcm"):
+        assert ignored(path), path
+    for path in ("/sub-01", "/sub-01/ses-1/anat", "/sub-01/ses-1/anat/sub-01_ses-1_T1w.nii.gz",
+                 "/sub-01/ses-1/sub-01_ses-1_T1w.json", "/sub-01/sub-01_scans.tsv", "/T1w.json",
+                 "/participants.tsv", "/codebook.json"):
+        assert not ignored(path), path
+    assert not any(p.search("/sub-02") for p in ignore_patterns(None))
+
+
+def test_selected_participant_keeps_inherited_metadata(tmp_path):
+    ds = tmp_path / "ds"
+    (ds / "dataset_description.json").parent.mkdir()
+    (ds / "dataset_description.json").write_text('{"Name": "x", "BIDSVersion": "1.10.0"}')
+    (ds / "T1w.json").write_text('{"RepetitionTime": 2.3}')
+    for sub in ("01", "010", "02"):
+        ses = ds / f"sub-{sub}" / "ses-1"
+        for datatype, name in (("anat", "T1w.nii.gz"), ("func", "task-rest_bold.nii.gz")):
+            (ses / datatype).mkdir(parents=True)
+            (ses / datatype / f"sub-{sub}_ses-1_{name}").write_bytes(b"")
+    (ds / "sub-01" / "ses-1" / "sub-01_ses-1_T1w.json").write_text('{"SkullStripped": true}')
+    units = discover(ds, participants=["sub-01"])
+    assert [u.entities for u in units] == [{"subject": "01", "session": "1"}]
+    assert units[0].metadata["RepetitionTime"] == 2.3 and units[0].metadata["SkullStripped"]
+    assert len(discover(ds)) == 3
+    with pytest.raises(DiscoveryError, match="sub-03"):
+        discover(ds, participants=["01", "03"])
+
+
+def test_discovery_benchmark_on_a_small_synthetic_study(tmp_path, monkeypatch):
+    import benchmark_discovery
+
+    out = tmp_path / "discovery.tsv"
+    monkeypatch.setattr("sys.argv", ["benchmark_discovery.py", "--subjects", "3",
+                                     "--work", str(tmp_path / "ds"), "--out", str(out)])
+    benchmark_discovery.main()
+    rows = [line.split("\t") for line in out.read_text().splitlines()[1:]]
+    assert [(r[0], r[1], r[2]) for r in rows] == [("one participant", "68", "2"),
+                                                   ("all participants", "68", "6")]
