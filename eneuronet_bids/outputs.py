@@ -160,6 +160,17 @@ def write_dataset_description(output_dir: Path, bids_dir: Path) -> None:
     write_text(output_dir / "dseg.tsv", dseg_tsv())
 
 
+def methods_path(output_dir: Path) -> Path:
+    """The methods boilerplate, where fmriprep writes its own."""
+    return output_dir / "logs" / "CITATION.md"
+
+
+def write_methods(output_dir: Path, text: str) -> None:
+    path = methods_path(output_dir)
+    path.parent.mkdir(exist_ok=True)
+    write_text(path, text)
+
+
 def dseg_tsv() -> str:
     rows = ["index\tname\tabbreviation\tcolor\tmapping"]
     rows += [f"{lab.index}\t{lab.name}\t{lab.abbreviation}\t{lab.color}\t{lab.mapping}"

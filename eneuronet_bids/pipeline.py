@@ -18,6 +18,7 @@ from scipy import ndimage
 from tqdm import tqdm
 
 from . import __version__, outputs, qc, report, templates
+from .citation import MethodsSettings, methods_markdown
 from .discovery import WorkUnit
 from .infer import (native_probabilities_buffer, predict_probabilities, runtime_for,
                     synchronize, to_native_labels)
@@ -207,6 +208,16 @@ def _run_one(unit: WorkUnit) -> ImageResult:
         return ImageResult(unit, "failed", message)
 
 
+def _write_run_files(config: ParticipantConfig, model: torch.nn.Module, info: dict) -> None:
+    """The files the whole output directory shares: dataset description, label table and
+    methods boilerplate (same content from every run with the same settings)."""
+    outputs.write_dataset_description(config.output_dir, config.bids_dir)
+    outputs.write_methods(config.output_dir, methods_markdown(MethodsSettings(
+        model_path=Path(info["path"]), model_sha256=info["sha256"],
+        parameters=sum(p.numel() for p in model.parameters()),
+        n4_in_brain=model.config.n4 == "brain", test_time_flip=config.test_time_flip)))
+
+
 def run_participants(units: list[WorkUnit], config: ParticipantConfig) -> list[ImageResult]:
     """Process every unit; the model is loaded once per worker process.
 
@@ -214,13 +225,16 @@ def run_participants(units: list[WorkUnit], config: ParticipantConfig) -> list[I
     loaded or a template is missing.
     """
     templates.check_available()
-    outputs.write_dataset_description(config.output_dir, config.bids_dir)
     workers = max(1, min(len(units), config.nprocs // max(1, config.omp_nthreads)))
     if workers == 1:
         _init_worker(config)
+        model, info = _WORKER.model, _WORKER.model_info
+    else:
+        model, info = load_model(config.model or shipped_model(), torch.device("cpu"))  # fail fast
+    _write_run_files(config, model, info)
+    if workers == 1:
         return [_run_one(u) for u in tqdm(units, desc="T1w images", unit="image",
                                           disable=len(units) < 2)]
-    load_model(config.model or shipped_model(), torch.device("cpu"))  # fail fast, once
     with ProcessPoolExecutor(workers, initializer=_init_worker, initargs=(config,)) as pool:
         return list(tqdm(pool.map(_run_one, units), total=len(units), desc="T1w images",
                          unit="image"))

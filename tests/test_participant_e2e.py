@@ -138,6 +138,8 @@ def test_volumes_and_sidecars(run):
     assert side["SkullStrippedInput"] is False
     desc = json.loads((run["out"] / "dataset_description.json").read_text())
     assert desc["DatasetType"] == "derivative"
+    methods = outputs.methods_path(run["out"]).read_text()
+    assert sha256(shipped_model()) in methods and "mirrored left-right" in methods
 
 
 def test_probabilities_on_the_native_grid(run):
