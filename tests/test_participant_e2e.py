@@ -184,6 +184,15 @@ def test_group_level_on_participant_outputs(run):
     qc_rows = [r.split("\t") for r in (out / "group_qc.tsv").read_text().splitlines()]
     assert qc_rows[1][qc_rows[0].index("report")] == run["paths"].report.name
     assert run["paths"].report.name in (out / "group.html").read_text()
+    # The lists the container checks compare against (scripts/verify-container.sh, CircleCI).
+    made = {str(f.relative_to(out)) for f in out.rglob("*") if f.is_file()}
+    expected = set((REPO / "docs" / "container_expected_outputs.txt").read_text().split())
+    probabilities = {str(p.relative_to(out))
+                     for p in (run["paths"].probseg, run["paths"].probseg_json)}
+    assert made == expected | probabilities
+    circleci = (REPO / ".circleci" / "expected_outputs_ds001.txt").read_text().split()
+    assert set(circleci) == {name.replace("sub-otsu", sub) for name in expected
+                             for sub in ("sub-01", "sub-02")}
 
 
 def test_reports_in_headless_chromium(run, tmp_path):
