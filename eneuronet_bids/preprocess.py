@@ -81,9 +81,15 @@ def load_t1w(path: Path) -> tuple[nib.Nifti1Image, list[str]]:
                          "dataset whose content was not fetched? `datalad get` it)")
     try:
         img = nib.load(str(path))
-        data = np.asarray(img.dataobj, dtype=np.float32)
+        stored = img.get_data_dtype()
+        # Complex voxels would silently lose their imaginary part, colour ones not convert.
+        kind = "complex" if stored.kind == "c" else "colour (RGB)" if stored.names else None
+        data = None if kind else np.asarray(img.dataobj, dtype=np.float32)
     except Exception as exc:  # nibabel raises many types for truncated or corrupt files
         raise InputError(f"{path.name}: cannot read NIfTI ({type(exc).__name__}: {exc})") from exc
+    if data is None:
+        raise InputError(f"{path.name}: its voxels hold {kind} values ({stored}); a T1w needs "
+                         "one real value per voxel (for complex data, give the magnitude)")
     if data.ndim == 4 and data.shape[3] == 1:
         data = data[..., 0]
     if data.ndim != 3:

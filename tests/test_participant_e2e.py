@@ -279,6 +279,9 @@ def _img(shape, value=1.0, zooms=(1, 1, 1)):
     (_img((64, 64)), "expected a 3D"),
     (_img((32, 32, 32), 0.0), "all zeros"),
     (_img((32, 32, 32), np.nan), "NaN"),
+    (nib.Nifti1Image(np.full((32, 32, 32), 1 + 1j, np.complex64), np.eye(4)), "complex values"),
+    (nib.Nifti1Image(np.zeros((32, 32, 32), [("R", "u1"), ("G", "u1"), ("B", "u1")]),
+                     np.eye(4)), "colour (RGB) values"),
 ])
 def test_bad_images_fail_with_one_line(tmp_path, img, message, caplog):
     ds = _dataset(tmp_path)
