@@ -97,7 +97,7 @@ def _participant(args, work_dir: Path) -> int:
     from .discovery import DiscoveryError, discover, load_filter_file
     from .model_io import ModelError
     from .parser import UsageError
-    from .pipeline import ParticipantConfig, run_participants
+    from .pipeline import ParticipantConfig, run_participants, write_boilerplate
     from .templates import TemplateError
 
     if not args.skip_bids_validation:
@@ -117,6 +117,9 @@ def _participant(args, work_dir: Path) -> int:
         test_time_flip=args.test_time_flip,
     )
     try:
+        if args.boilerplate_only:
+            log.info("methods boilerplate written: %s", write_boilerplate(config))
+            return EXIT_OK
         results = run_participants(units, config)
     except ModelError as exc:
         log.error("%s", exc)

@@ -78,6 +78,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="also write each image's class probabilities on its own grid as a "
                         "4D _probseg.nii.gz (uint8, scaled by 1/255; about 100 volumes)")
 
+    g.add_argument("--boilerplate-only", "--boilerplate_only", action="store_true",
+                   help="write the methods boilerplate (logs/CITATION.md) for these settings "
+                        "and stop, processing no image")
+
     g = p.add_argument_group("Options for the train level")
     g.add_argument("--labels", type=_abspath, metavar="DIR",
                    help="derivatives dataset with a label map per T1w of bids_dir")

@@ -218,6 +218,14 @@ def _write_run_files(config: ParticipantConfig, model: torch.nn.Module, info: di
         n4_in_brain=model.config.n4 == "brain", test_time_flip=config.test_time_flip)))
 
 
+def write_boilerplate(config: ParticipantConfig) -> Path:
+    """The shared files alone (``--boilerplate-only``); returns the methods boilerplate's path.
+    Raises ModelError."""
+    model, info = load_model(config.model or shipped_model(), torch.device("cpu"))
+    _write_run_files(config, model, info)
+    return outputs.methods_path(config.output_dir)
+
+
 def run_participants(units: list[WorkUnit], config: ParticipantConfig) -> list[ImageResult]:
     """Process every unit; the model is loaded once per worker process.
 

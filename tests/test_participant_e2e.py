@@ -371,6 +371,22 @@ def test_corrupt_model_exits_3(tmp_path, caplog):
     assert missing == EXIT_USAGE
 
 
+def test_boilerplate_only_processes_nothing(tmp_path):
+    ds = _dataset(tmp_path)
+    _add_t1w(ds, "01", _img((32, 32, 32)))
+    out = tmp_path / "out"
+    code = main([str(ds), str(out), "participant", "--skip-bids-validation",
+                 "--boilerplate-only", "--no-test-time-flip"])
+    assert code == EXIT_OK
+    methods = outputs.methods_path(out).read_text()
+    assert sha256(shipped_model()) in methods and "mirrored" not in methods
+    assert not list(out.glob("sub-*"))
+    model = tmp_path / "model.pt"
+    model.write_bytes(b"not a model")
+    assert main([str(ds), str(tmp_path / "out2"), "participant", "--skip-bids-validation",
+                 "--boilerplate-only", "--model", str(model)]) == EXIT_MODEL
+
+
 def test_unwritable_output_exits_2(tmp_path, shared):
     blocker = tmp_path / "file"
     blocker.write_text("")
