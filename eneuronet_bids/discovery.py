@@ -101,7 +101,11 @@ def discover(bids_dir: Path, *, participants: list[str] | None = None,
             raise DiscoveryError(f"session(s) not found in {bids_dir}: "
                                  f"{', '.join('ses-' + m for m in missing)}")
         query["session"] = sessions
-    files = layout.get(return_type="object", **query)
+    try:
+        files = layout.get(return_type="object", **query)
+    except ValueError as exc:  # an entity PyBIDS does not know, e.g. "acq" for "acquisition"
+        raise DiscoveryError(f"--bids-filter-file: {str(exc).split('. ')[0]} (use PyBIDS' "
+                             "entity names: acquisition, reconstruction, run, ...)") from exc
     units = [WorkUnit(Path(f.path),
                       {k: v for k, v in f.get_entities().items() if k in NAME_ENTITIES},
                       f.get_metadata())

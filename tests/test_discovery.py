@@ -51,6 +51,9 @@ def test_filter_file_chooses_by_acq_and_run(tmp_path):
     assert [u.path.name for u in discover(ds, t1w_filter=load_filter_file(f))] == [
         "sub-01_T1w.nii.gz"]
     assert len(discover(ds)) == 4
+    f.write_text(json.dumps({"t1w": {"acq": "mprage"}}))
+    with pytest.raises(DiscoveryError, match="'acq' is not a recognized entity .*acquisition"):
+        discover(ds, t1w_filter=load_filter_file(f))
 
 
 def test_sample_bids_entities_and_metadata(shared):

@@ -337,6 +337,7 @@ def test_large_or_anisotropic_voxels_warn_but_load(tmp_path):
     ("no_t1w", [], "no T1w"),
     ("ok", ["--participant-label", "nobody"], "participant(s) not found"),
     ("ok", ["--session-label", "nosuch"], "session(s) not found"),
+    ("ok", ["--bids-filter-file", "FILTER"], "'acq' is not a recognized entity"),
     ("invalid", [], "is not valid BIDS"),
 ])
 def test_dataset_errors_exit_2(tmp_path, caplog, setup, extra, message):
@@ -351,6 +352,9 @@ def test_dataset_errors_exit_2(tmp_path, caplog, setup, extra, message):
     if setup == "invalid":
         (ds / "dataset_description.json").write_text('{"Name": "x"}')
         _add_t1w(ds, "01", _img((32, 32, 32)))
+    if "FILTER" in extra:
+        (tmp_path / "filter.json").write_text('{"t1w": {"acq": "mprage"}}')
+        extra = [str(tmp_path / "filter.json") if a == "FILTER" else a for a in extra]
     skip = [] if setup == "invalid" else ["--skip-bids-validation"]
     code = main([str(ds), str(tmp_path / "out"), "participant", *skip, *extra])
     assert code == EXIT_USAGE
