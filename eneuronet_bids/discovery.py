@@ -46,7 +46,17 @@ def load_filter_file(path: Path) -> dict:
         raise DiscoveryError(f"--bids-filter-file {path}: {exc}") from exc
     if not isinstance(filters, dict):
         raise DiscoveryError(f"--bids-filter-file {path}: expected a JSON object")
-    return filters.get("t1w", {})
+    t1w = filters.get("t1w", {})
+    if not isinstance(t1w, dict):
+        raise DiscoveryError(f"--bids-filter-file {path}: \"t1w\" must be an object of "
+                             "entity: value pairs")
+    scalar = (str, int, float, type(None))
+    for key, value in t1w.items():
+        values = value if isinstance(value, list) else [value]
+        if not all(isinstance(v, scalar) for v in values):
+            raise DiscoveryError(f"--bids-filter-file {path}: the value of \"{key}\" must be a "
+                                 "string, number, null or a list of them")
+    return t1w
 
 
 def _strip(labels: list[str] | None, prefix: str) -> list[str] | None:

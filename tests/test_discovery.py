@@ -51,6 +51,11 @@ def test_filter_file_chooses_by_acq_and_run(tmp_path):
     assert [u.path.name for u in discover(ds, t1w_filter=load_filter_file(f))] == [
         "sub-01_T1w.nii.gz"]
     assert len(discover(ds)) == 4
+    for bad, message in (({"t1w": ["x"]}, "must be an object"),
+                         ({"t1w": {"run": {"a": 1}}}, 'value of "run" must be')):
+        f.write_text(json.dumps(bad))
+        with pytest.raises(DiscoveryError, match=message):
+            load_filter_file(f)
     f.write_text(json.dumps({"t1w": {"acq": "mprage"}}))
     with pytest.raises(DiscoveryError, match="'acq' is not a recognized entity .*acquisition"):
         discover(ds, t1w_filter=load_filter_file(f))
