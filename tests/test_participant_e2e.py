@@ -293,6 +293,22 @@ def test_bad_images_fail_with_one_line(tmp_path, img, message, caplog):
     assert all(e.count("sub-bad_T1w.nii.gz") == 1 for e in errors if message in e)
 
 
+def test_images_in_worker_processes(tmp_path, caplog):
+    """--nprocs over --omp-nthreads runs images in a process pool; failures come back as
+    results, and the shared files are written from the parent."""
+    ds = _dataset(tmp_path)
+    _add_t1w(ds, "a", _img((32, 32, 32), 0.0))
+    _add_t1w(ds, "b", _img((32, 32, 32), np.nan))
+    out = tmp_path / "out"
+    code = main([str(ds), str(out), "participant", "--skip-bids-validation", "--nprocs", "2",
+                 "--omp-nthreads", "1"])
+    assert code == EXIT_FAILED
+    errors = [r.getMessage() for r in caplog.records if r.levelname == "ERROR"]
+    assert "failed: sub-a_T1w.nii.gz: image is all zeros" in errors
+    assert any(e.startswith("failed: sub-b_T1w.nii.gz: image contains NaN") for e in errors)
+    assert sha256(shipped_model()) in outputs.methods_path(out).read_text()
+
+
 def test_truncated_gzip_is_reported(tmp_path):
     raw = gzip.compress(b"\0" * 4096)[:40]
     path = tmp_path / "t_T1w.nii.gz"
