@@ -23,6 +23,7 @@ from .discovery import WorkUnit
 from .infer import (native_probabilities_buffer, predict_probabilities, runtime_for,
                     synchronize, to_native_labels)
 from .labels import label_table
+from .model import count_parameters
 from .model_io import load_model, shipped_model
 from .preprocess import Preprocessed, preprocess, seed_ants
 from .resample import resample
@@ -214,7 +215,7 @@ def _write_run_files(config: ParticipantConfig, model: torch.nn.Module, info: di
     outputs.write_dataset_description(config.output_dir, config.bids_dir)
     outputs.write_methods(config.output_dir, methods_markdown(MethodsSettings(
         model_path=Path(info["path"]), model_sha256=info["sha256"],
-        parameters=sum(p.numel() for p in model.parameters()),
+        parameters=count_parameters(model),
         n4_in_brain=model.config.n4 == "brain", test_time_flip=config.test_time_flip)))
 
 
@@ -236,13 +237,10 @@ def run_participants(units: list[WorkUnit], config: ParticipantConfig) -> list[I
     workers = max(1, min(len(units), config.nprocs // max(1, config.omp_nthreads)))
     if workers == 1:
         _init_worker(config)
-        model, info = _WORKER.model, _WORKER.model_info
-    else:
-        model, info = load_model(config.model or shipped_model(), torch.device("cpu"))  # fail fast
-    _write_run_files(config, model, info)
-    if workers == 1:
+        _write_run_files(config, _WORKER.model, _WORKER.model_info)
         return [_run_one(u) for u in tqdm(units, desc="T1w images", unit="image",
                                           disable=len(units) < 2)]
+    write_boilerplate(config)  # loads the model here once: a bad one fails before the workers
     with ProcessPoolExecutor(workers, initializer=_init_worker, initargs=(config,)) as pool:
         return list(tqdm(pool.map(_run_one, units), total=len(units), desc="T1w images",
                          unit="image"))
