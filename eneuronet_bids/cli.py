@@ -108,7 +108,6 @@ def _participant(args, work_dir: Path) -> int:
                          sessions=args.session_label, t1w_filter=t1w_filter)
     except DiscoveryError as exc:
         raise UsageError(str(exc)) from exc
-    log.info("%d T1w image(s) to process", len(units))
     config = ParticipantConfig(
         bids_dir=args.bids_dir, output_dir=args.output_dir, work_dir=work_dir,
         model=args.model, device=args.device, skull_stripped=args.skull_stripped,
@@ -120,6 +119,7 @@ def _participant(args, work_dir: Path) -> int:
         if args.boilerplate_only:
             log.info("methods boilerplate written: %s", write_boilerplate(config))
             return EXIT_OK
+        log.info("%d T1w image(s) to process", len(units))
         results = run_participants(units, config)
     except ModelError as exc:
         log.error("%s", exc)

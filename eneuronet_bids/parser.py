@@ -20,12 +20,28 @@ def _abspath(value: str) -> Path:
     return Path(value).expanduser().absolute()
 
 
+class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Appends ``(default: …)`` only where it tells the reader something: not to help that
+    already states its default, nor for flags and options whose default is "not given"."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        default = action.default
+        # Identity, not equality: a default of 0 is worth showing, False (a flag) is not.
+        if ("default" in text or any(default is v for v in (None, False, argparse.SUPPRESS))
+                or default == [] or isinstance(action, argparse._CountAction)):
+            return text
+        if isinstance(default, list):
+            return f"{text} (default: {' '.join(map(str, default))})"
+        return super()._get_help_string(action)
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="eneuronet",
         description="Whole-brain DKT31 + aseg parcellation of T1w images with E-NeuroNet "
                     "(BIDS App).",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=_HelpFormatter,
     )
     p.add_argument("bids_dir", type=_abspath, help="the root folder of a BIDS dataset")
     p.add_argument("output_dir", type=_abspath,
@@ -50,7 +66,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     g = p.add_argument_group("Options for performance")
     g.add_argument("--nprocs", "--n-cpus", type=int, default=os.cpu_count() or 1,
-                   help="maximum number of CPUs to use")
+                   help="maximum number of CPUs to use (default: all of this machine's)")
     g.add_argument("--omp-nthreads", type=int, default=None,
                    help="threads per process for torch and ITK (default: --nprocs)")
     g.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto",
@@ -90,15 +106,17 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--steps", type=int, default=4000, help="optimiser steps")
     g.add_argument("--patch-size", type=int, default=96,
                    help="side of the cubic training patch (multiple of 16)")
-    g.add_argument("--batch-size", type=int, default=1)
+    g.add_argument("--batch-size", type=int, default=1, help="patches per optimiser step")
     g.add_argument("--lr", type=float, default=1e-3, help="peak Adam learning rate")
     g.add_argument("--dropout", type=float, default=0.1, metavar="P",
-                   help="dropout rate after every convolution while training (default 0.1; "
+                   help="dropout rate after every convolution while training (default: 0.1; "
                         "0 also makes a CPU step about a fifth faster)")
     g.add_argument("--val-participants", nargs="+", default=["13", "14", "15", "16"],
                    metavar="LABEL", help="participants kept out of training for validation")
-    g.add_argument("--validate-every", type=int, default=500)
-    g.add_argument("--checkpoint-every", type=int, default=50)
+    g.add_argument("--validate-every", type=int, default=500, metavar="N",
+                   help="score the validation participants every N steps")
+    g.add_argument("--checkpoint-every", type=int, default=50, metavar="N",
+                   help="write output_dir/checkpoint.pt every N steps (for --resume)")
     g.add_argument("--stop-after", type=int, default=None, metavar="N",
                    help="stop after N steps of this run with a checkpoint (job time limits); "
                         "continue with --resume")
@@ -122,20 +140,21 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--pairs-per-subject", type=int, default=1,
                    help="unlabelled subjects each labelled subject is registered to")
     g.add_argument("--registration-p", type=float, default=1 / 3,
-                   help="probability that a training patch comes from a warped example")
+                   help="probability that a training patch comes from a warped example "
+                        "(default: 1/3, the seed's)")
     g.add_argument("--flip-p", type=float, default=0.5,
                    help="probability that a training patch is mirrored left-right, with left "
                         "and right labels swapped (0 turns it off)")
     g.add_argument("--tissue-contrast-p", type=float, default=0.0,
                    help="probability that each tissue's intensity in a training patch is "
                         "shifted by its own random amount (contrast unlike the training "
-                        "scans'; default 0)")
+                        "scans')")
     g.add_argument("--low-resolution-p", type=float, default=0.0,
                    help="probability that a training patch is blurred and resampled as if "
-                        "acquired at 1-3 mm per axis (default 0)")
+                        "acquired at 1-3 mm per axis")
     g.add_argument("--gamma-log-range", type=float, default=0.4, metavar="R",
                    help="intensity augmentation's gamma is drawn from exp(-R) to exp(R) "
-                        "(default 0.4: 0.67 to 1.49)")
+                        "(default: 0.4, a gamma of 0.67 to 1.49)")
     g.add_argument("--n4", choices=["quick", "brain"], default="quick",
                    help="bias correction of the training images, stored with the model so "
                         "that the participant level repeats it: quick = three short N4 levels "

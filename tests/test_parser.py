@@ -3,7 +3,7 @@ import os
 import pytest
 
 from eneuronet_bids import __version__
-from eneuronet_bids.parser import UsageError, parse_args, validate_paths
+from eneuronet_bids.parser import UsageError, build_parser, parse_args, validate_paths
 
 
 @pytest.fixture()
@@ -37,6 +37,17 @@ def test_version(capsys):
         parse_args(["--version"])
     assert e.value.code == 0
     assert __version__ in capsys.readouterr().out
+
+
+def test_help_documents_every_option_and_states_each_default_once():
+    parser = build_parser()
+    for action in parser._actions:
+        assert action.help, f"{action.option_strings or action.dest} has no help"
+        entry = parser._get_formatter()._get_help_string(action)
+        assert entry.count("(default:") <= 1, entry
+    text = " ".join(parser.format_help().split())
+    assert "(default: 13 14 15 16)" in text and "(default: 0)" in text  # lists and zeros
+    assert "(default: None)" not in text and "(default: False)" not in text
 
 
 def test_unknown_level_exits_2(bids, tmp_path):

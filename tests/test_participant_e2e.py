@@ -391,7 +391,8 @@ def test_corrupt_model_exits_3(tmp_path, caplog):
     assert missing == EXIT_USAGE
 
 
-def test_boilerplate_only_processes_nothing(tmp_path):
+def test_boilerplate_only_processes_nothing(tmp_path, caplog):
+    caplog.set_level("INFO")
     ds = _dataset(tmp_path)
     _add_t1w(ds, "01", _img((32, 32, 32)))
     out = tmp_path / "out"
@@ -401,6 +402,7 @@ def test_boilerplate_only_processes_nothing(tmp_path):
     methods = outputs.methods_path(out).read_text()
     assert sha256(shipped_model()) in methods and "mirrored" not in methods
     assert not list(out.glob("sub-*"))
+    assert "boilerplate written" in caplog.text and "to process" not in caplog.text
     model = tmp_path / "model.pt"
     model.write_bytes(b"not a model")
     assert main([str(ds), str(tmp_path / "out2"), "participant", "--skip-bids-validation",
