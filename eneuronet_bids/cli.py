@@ -94,12 +94,17 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _participant(args, work_dir: Path) -> int:
+    from . import outputs
     from .discovery import DiscoveryError, discover, load_filter_file
     from .model_io import ModelError
     from .parser import UsageError
     from .pipeline import ParticipantConfig, run_participants, write_boilerplate
     from .templates import TemplateError
 
+    foreign = outputs.foreign_dataset(args.output_dir)
+    if foreign:
+        raise UsageError(f"output_dir {args.output_dir} holds {foreign}; give eneuronet a "
+                         "folder of its own (e.g. <bids_dir>/derivatives/eneuronet)")
     if not args.skip_bids_validation:
         _validate_bids(args.bids_dir)
     try:

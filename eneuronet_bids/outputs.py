@@ -141,6 +141,28 @@ def bids_uri(unit: WorkUnit, bids_dir: Path) -> str:
     return f"bids:raw:{unit.path.relative_to(bids_dir).as_posix()}"
 
 
+def foreign_dataset(output_dir: Path) -> str | None:
+    """What ``output_dir`` holds when its dataset_description.json was not written by this
+    pipeline (another pipeline's derivatives, a raw dataset, an unreadable file); None when
+    there is none or it is ours. The participant level refuses such a folder: writing there
+    would replace another dataset's description."""
+    path = output_dir / "dataset_description.json"
+    if not path.is_file():
+        return None
+    try:
+        desc = json.loads(path.read_text())
+        # PipelineDescription: BIDS-Derivatives before GeneratedBy (BIDS < 1.4).
+        makers = desc.get("GeneratedBy") or [desc.get("PipelineDescription") or {}]
+        names = [str(m.get("Name")) for m in makers if m.get("Name")]
+    except (OSError, UnicodeDecodeError, ValueError, AttributeError, TypeError):
+        return "a dataset_description.json that is not a readable JSON description"
+    if PIPELINE in names:
+        return None
+    if names:
+        return f"derivatives of {names[0]}"
+    return f"a {desc.get('DatasetType', 'raw')} BIDS dataset"
+
+
 def write_dataset_description(output_dir: Path, bids_dir: Path) -> None:
     generated = {"Name": PIPELINE, "Version": __version__, "CodeURL": CODE_URL}
     image = os.environ.get("ENEURONET_CONTAINER_IMAGE")

@@ -417,6 +417,38 @@ def test_unwritable_output_exits_2(tmp_path, shared):
     assert code == EXIT_USAGE
 
 
+@pytest.mark.parametrize("description, owner", [
+    ('{"Name": "fMRIPrep", "DatasetType": "derivative", "GeneratedBy": [{"Name": "fMRIPrep"}]}',
+     "derivatives of fMRIPrep"),
+    ('{"Name": "old", "PipelineDescription": {"Name": "freesurfer"}}', "derivatives of freesurfer"),
+    ('{"Name": "another study", "BIDSVersion": "1.10.0"}', "a raw BIDS dataset"),
+    ('{"Name": "cut sho', "not a readable JSON description"),
+])
+def test_output_dir_of_another_dataset_is_refused_untouched(tmp_path, caplog, description, owner):
+    ds = _dataset(tmp_path)
+    _add_t1w(ds, "01", _img((32, 32, 32)))
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "dataset_description.json").write_text(description)
+    code = main([str(ds), str(out), "participant", "--skip-bids-validation"])
+    assert code == EXIT_USAGE
+    assert owner in caplog.text and "folder of its own" in caplog.text
+    assert [f.name for f in out.iterdir()] == ["dataset_description.json"]
+    assert (out / "dataset_description.json").read_text() == description
+
+
+def test_output_dir_of_an_earlier_run_is_reused(tmp_path):
+    ds = _dataset(tmp_path)
+    _add_t1w(ds, "01", _img((32, 32, 32)))
+    out = tmp_path / "out"
+    for _ in range(2):  # the second run finds the first one's description
+        assert main([str(ds), str(out), "participant", "--skip-bids-validation",
+                     "--boilerplate-only"]) == EXIT_OK
+    assert outputs.foreign_dataset(out) is None
+    assert json.loads((out / "dataset_description.json").read_text())["DatasetType"] == \
+        "derivative"
+
+
 def test_group_level_without_participant_outputs_exits_2(tmp_path, shared, caplog):
     code = main([str(shared / "sample-bids"), str(tmp_path / "out"), "group"])
     assert code == EXIT_USAGE
