@@ -9,6 +9,18 @@ from pathlib import Path
 from typing import Callable
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+# The mode open() gives a new file under the process's umask (e.g. 664 for a lab's shared
+# umask 002), read once at import: mkstemp's 0600 would hide outputs from the group, and
+# setting and restoring the umask at each write would race with other threads' files.
+_FILE_MODE = 0o666 & ~_umask()
+
+
 def write_atomic(path: Path, write: Callable[[Path], object]) -> None:
     """Call ``write(tmp_path)`` then rename onto ``path``; a crash leaves only a dotfile."""
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -17,7 +29,7 @@ def write_atomic(path: Path, write: Callable[[Path], object]) -> None:
     os.close(fd)
     try:
         write(Path(tmp))
-        os.chmod(tmp, 0o644)  # mkstemp's 0600 would hide the file from the group
+        os.chmod(tmp, _FILE_MODE)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

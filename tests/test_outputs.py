@@ -1,4 +1,7 @@
 import json
+import stat
+import subprocess
+import sys
 from pathlib import Path
 
 import nibabel as nib
@@ -121,3 +124,14 @@ def test_paths_beside_a_parcellation_are_its_image_outputs(tmp_path, entities):
     t1w = tmp_path / "sub-x_T1w.nii.gz"
     paths = outputs.output_paths(tmp_path / "out", WorkUnit(t1w, entities))
     assert outputs.paths_beside(paths.dseg) == paths
+
+
+@pytest.mark.parametrize("umask, mode", [(0o022, 0o644), (0o002, 0o664), (0o077, 0o600)])
+def test_written_files_follow_the_umask(tmp_path, umask, mode):
+    # A fresh interpreter: the module reads the umask once, when it is imported.
+    target = tmp_path / "sub" / "file.json"
+    code = (f"import os; os.umask({umask}); from eneuronet_bids.atomic import write_text; "
+            f"from pathlib import Path; write_text(Path({str(target)!r}), 'x')")
+    subprocess.run([sys.executable, "-c", code], check=True)
+    assert stat.S_IMODE(target.stat().st_mode) == mode
+    assert [p.name for p in target.parent.iterdir()] == ["file.json"]  # no temporary left
