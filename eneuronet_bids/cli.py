@@ -2,7 +2,8 @@
 
 0 all images done (or skipped as complete); 1 one or more images failed; 2 bad command line,
 paths or dataset (for the group level: no complete participant outputs); 3 model file
-(``--model``, or ``--init-weights`` for train) corrupt or not made for this network.
+(``--model``, or ``--init-weights`` for train) corrupt or not made for this network; 130 and
+143 stopped by Ctrl-C and SIGTERM (128 + the signal's number, as a shell reports it).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import tempfile
 from pathlib import Path
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_MODEL = 0, 1, 2, 3
+EXIT_INTERRUPTED, EXIT_TERMINATED = 128 + 2, 128 + 15
 
 log = logging.getLogger("eneuronet")
 
@@ -70,6 +72,19 @@ def _validate_bids(bids_dir: Path) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from .interrupt import Terminated, sigterm_raises
+
+    with sigterm_raises():
+        try:
+            return _main(argv)
+        except KeyboardInterrupt as exc:
+            terminated = isinstance(exc, Terminated)
+            log.error("stopped by %s; nothing unfinished passes for complete: the same command "
+                      "continues (train: with --resume)", "SIGTERM" if terminated else "Ctrl-C")
+            return EXIT_TERMINATED if terminated else EXIT_INTERRUPTED
+
+
+def _main(argv: list[str] | None) -> int:
     from .parser import UsageError, parse_args, validate_paths
 
     args = parse_args(argv)

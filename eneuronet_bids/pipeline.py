@@ -8,7 +8,6 @@ from __future__ import annotations
 import json
 import logging
 import time
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -20,6 +19,7 @@ from tqdm import tqdm
 from . import __version__, outputs, qc, report, templates
 from .citation import MethodsSettings, methods_markdown
 from .discovery import WorkUnit
+from .interrupt import process_pool
 from .infer import (native_probabilities_buffer, predict_probabilities, runtime_for,
                     synchronize, to_native_labels)
 from .labels import label_table
@@ -241,7 +241,7 @@ def run_participants(units: list[WorkUnit], config: ParticipantConfig) -> list[I
         return [_run_one(u) for u in tqdm(units, desc="T1w images", unit="image",
                                           disable=len(units) < 2)]
     write_boilerplate(config)  # loads the model here once: a bad one fails before the workers
-    with ProcessPoolExecutor(workers, initializer=_init_worker, initargs=(config,)) as pool:
-        return list(tqdm(pool.map(_run_one, units), total=len(units), desc="T1w images",
+    with process_pool(workers, _init_worker, (config,)) as pool_map:
+        return list(tqdm(pool_map(_run_one, units), total=len(units), desc="T1w images",
                          unit="image"))
 

@@ -13,13 +13,13 @@ from __future__ import annotations
 
 import hashlib
 import logging
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from .array_cache import cached
+from .interrupt import process_pool
 from .preprocess import seed_ants
 
 log = logging.getLogger(__name__)
@@ -102,6 +102,5 @@ def warp_all(jobs: list[WarpJob], nprocs: int, seed: int) -> list[tuple[np.ndarr
              len(jobs), todo, len(jobs) - todo)
     if not todo:
         return [warp_pair(j) for j in jobs]
-    with ProcessPoolExecutor(min(nprocs, todo), initializer=seed_ants,
-                             initargs=(seed, 1)) as pool:
-        return list(pool.map(warp_pair, jobs))
+    with process_pool(min(nprocs, todo), seed_ants, (seed, 1)) as pool_map:
+        return list(pool_map(warp_pair, jobs))

@@ -18,7 +18,8 @@ import pytest
 from PIL import Image
 
 from eneuronet_bids import outputs
-from eneuronet_bids.cli import EXIT_FAILED, EXIT_MODEL, EXIT_OK, EXIT_USAGE, main
+from eneuronet_bids.cli import (EXIT_FAILED, EXIT_MODEL, EXIT_OK, EXIT_TERMINATED,
+                                EXIT_USAGE, main)
 from eneuronet_bids.discovery import WorkUnit
 from eneuronet_bids.labels import label_table
 from eneuronet_bids.model_io import sha256, shipped_model
@@ -86,6 +87,38 @@ def run(shared, tmp_path_factory):
 
 def test_killed_run_leaves_nothing_complete(run):
     assert not run["complete_after_kill"]
+
+
+@pytest.mark.parametrize("nprocs", ["1", "2"])  # in this process; in worker processes
+def test_sigterm_stops_at_once_and_cleans_up(shared, tmp_path, nprocs):
+    """docker stop or a batch system's time limit: exit 143 with one line, no temporary
+    work directory or temporary output file left behind, nothing taken for complete."""
+    ds = _dataset(tmp_path)
+    src = shared / "sample-bids" / "sub-otsu" / "anat" / "sub-otsu_T1w.nii.gz"
+    for sub in ("a", "b"):
+        _add_t1w(ds, sub, link=src)
+    out, tmp = tmp_path / "out", tmp_path / "tmp"
+    tmp.mkdir()
+    env = {**os.environ, "TMPDIR": str(tmp), "PYTHONPATH": str(REPO)}
+    proc = subprocess.Popen([sys.executable, str(REPO / "run.py"), str(ds), str(out),
+                             "participant", "--skip-bids-validation", "--nprocs", nprocs,
+                             "--omp-nthreads", "1"], env=env, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 60
+    while not list(tmp.glob("eneuronet_work_*")) and time.monotonic() < deadline:
+        time.sleep(0.2)  # the temporary work directory: the handler is in place
+    time.sleep(6)  # into the images' preprocessing
+    proc.send_signal(signal.SIGTERM)
+    sent = time.monotonic()
+    stderr = proc.communicate(timeout=60)[1]
+    assert proc.returncode == EXIT_TERMINATED, stderr
+    assert time.monotonic() - sent < 30  # not the rest of the images
+    assert "stopped by SIGTERM" in stderr and "Traceback" not in stderr
+    assert list(tmp.iterdir()) == []
+    assert not [f for f in out.rglob(".*")], "temporary files left in output_dir"
+    for sub in ("a", "b"):
+        unit = WorkUnit(ds / f"sub-{sub}/anat/sub-{sub}_T1w.nii.gz", {"subject": sub})
+        assert not outputs.is_complete(outputs.output_paths(out, unit))
 
 
 def test_one_failure_does_not_stop_the_others(run):
