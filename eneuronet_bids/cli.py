@@ -132,7 +132,7 @@ def _participant(args, work_dir: Path) -> int:
         bids_dir=args.bids_dir, output_dir=args.output_dir, work_dir=work_dir,
         model=args.model, device=args.device, skull_stripped=args.skull_stripped,
         force=args.force, seed=args.random_seed, omp_nthreads=args.omp_nthreads,
-        nprocs=args.nprocs, save_probabilities=args.save_probabilities,
+        nprocs=args.nprocs, mem_mb=args.mem_mb, save_probabilities=args.save_probabilities,
         test_time_flip=args.test_time_flip,
     )
     try:

@@ -69,6 +69,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="maximum number of CPUs to use (default: all of this machine's)")
     g.add_argument("--omp-nthreads", type=int, default=None,
                    help="threads per process for torch and ITK (default: --nprocs)")
+    g.add_argument("--mem-mb", "--mem_mb", "--mem", type=int, default=None, metavar="MB",
+                   help="memory the participant level may use, in MB: images run at once are "
+                        "limited to one per 4 GB (default: the memory free for this process, "
+                        "within a container's or batch job's limit)")
     g.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto",
                    help="where the network runs; auto picks CUDA when present")
     g.add_argument("-w", "--work-dir", type=_abspath, default=None,
@@ -191,6 +195,8 @@ def validate_paths(args: argparse.Namespace) -> None:
         raise UsageError(f"--model {args.model} does not exist")
     if args.nprocs < 1 or (args.omp_nthreads is not None and args.omp_nthreads < 1):
         raise UsageError("--nprocs and --omp-nthreads must be at least 1")
+    if args.mem_mb is not None and args.mem_mb < 1:
+        raise UsageError("--mem-mb must be at least 1")
     if args.random_seed < 0:
         raise UsageError("--random-seed must be 0 or more")
     if args.analysis_level == "train":

@@ -27,6 +27,7 @@ from .model import count_parameters
 from .model_io import load_model, shipped_model
 from .preprocess import Preprocessed, preprocess, seed_ants
 from .resample import resample
+from .resources import IMAGE_PEAK_MB, available_memory_mb, worker_count
 
 log = logging.getLogger(__name__)
 
@@ -43,6 +44,7 @@ class ParticipantConfig:
     seed: int = 0
     omp_nthreads: int = 1
     nprocs: int = 1
+    mem_mb: int | None = None  # None: what the process may use (resources.available_memory_mb)
     save_probabilities: bool = False
     test_time_flip: bool = True
 
@@ -234,7 +236,13 @@ def run_participants(units: list[WorkUnit], config: ParticipantConfig) -> list[I
     loaded or a template is missing.
     """
     templates.check_available()
-    workers = max(1, min(len(units), config.nprocs // max(1, config.omp_nthreads)))
+    mem_mb = config.mem_mb if config.mem_mb is not None else available_memory_mb()
+    workers = worker_count(len(units), config.nprocs, config.omp_nthreads, mem_mb)
+    if workers < worker_count(len(units), config.nprocs, config.omp_nthreads, None):
+        log.warning("%d image(s) at a time, not more: %.1f GB of memory (%s) allows one "
+                    "per %.0f GB", workers, mem_mb / 1024,
+                    "--mem-mb" if config.mem_mb is not None else "free for this process",
+                    IMAGE_PEAK_MB / 1024)
     if workers == 1:
         _init_worker(config)
         _write_run_files(config, _WORKER.model, _WORKER.model_info)
