@@ -62,10 +62,10 @@ def _call_or_exit(fn: Callable[[Any], Any], item: Any) -> Any:
 
 @contextmanager
 def process_pool(workers: int, initializer: Callable[..., None],
-                 initargs: tuple = ()) -> Iterator[Callable[[Callable[[Any], Any], list], Iterator]]:
-    """Worker processes, as a ``map(fn, items)`` function; on Ctrl-C or SIGTERM in this
-    process the tasks in progress are stopped (each worker gets SIGTERM, unwinds and exits)
-    rather than waited for, as ``ProcessPoolExecutor`` alone would."""
+                 initargs: tuple = ()) -> Iterator[Callable[..., Iterator]]:
+    """Worker processes, as a ``map(fn, items)`` function. On Ctrl-C or SIGTERM in this
+    process the tasks in progress are stopped (each worker gets SIGTERM, unwinds and exits),
+    where ``ProcessPoolExecutor``'s own shutdown would wait for them to finish."""
     pool = ProcessPoolExecutor(workers, initializer=partial(_init_worker, initializer),
                                initargs=initargs)
     try:

@@ -19,9 +19,9 @@ from tqdm import tqdm
 from . import __version__, outputs, qc, report, templates
 from .citation import MethodsSettings, methods_markdown
 from .discovery import WorkUnit
-from .interrupt import process_pool
 from .infer import (native_probabilities_buffer, predict_probabilities, runtime_for,
                     synchronize, to_native_labels)
+from .interrupt import process_pool
 from .labels import label_table
 from .model import count_parameters
 from .model_io import load_model, shipped_model
