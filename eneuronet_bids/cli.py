@@ -18,6 +18,8 @@ from pathlib import Path
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_MODEL = 0, 1, 2, 3
 EXIT_INTERRUPTED, EXIT_TERMINATED = 128 + 2, 128 + 15
+#: Seconds between progress lines when stderr is not a terminal.
+PROGRESS_INTERVAL_S = 30
 
 log = logging.getLogger("eneuronet")
 
@@ -31,8 +33,9 @@ def _setup_logging(verbose: int, quiet: int) -> None:
 
 
 def _setup_environment(work_dir: Path, threads: int) -> None:
-    """Point every cache at the work directory (HOME may be unwritable), cap threads and keep
-    freed memory in the process (``malloc.keep_freed_memory``)."""
+    """Point every cache at the work directory (HOME may be unwritable), cap threads, keep
+    freed memory in the process (``malloc.keep_freed_memory``) and space out progress lines
+    written to a file."""
     from .malloc import keep_freed_memory
 
     log.debug("malloc keeps freed memory: %s", keep_freed_memory())
@@ -44,6 +47,10 @@ def _setup_environment(work_dir: Path, threads: int) -> None:
             os.environ[var] = str(cache / sub)
     for var in ("OMP_NUM_THREADS", "ITK_GLOBAL_DEFAULT_NUMBER_OF_THREADS", "MKL_NUM_THREADS"):
         os.environ[var] = str(threads)
+    if not sys.stderr.isatty():
+        # A log file (a batch job's, a container's) would get a progress line for every
+        # training step; tqdm reads this default when it is first imported, after this.
+        os.environ.setdefault("TQDM_MININTERVAL", str(PROGRESS_INTERVAL_S))
 
 
 def _validate_bids(bids_dir: Path) -> None:
