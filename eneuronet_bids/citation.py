@@ -121,7 +121,9 @@ def methods_markdown(s: MethodsSettings) -> str:
            "estimate's left and right classes were swapped back, and the two probability "
            "estimates were averaged. " if s.test_time_flip else "")
         + "The class probabilities were resampled trilinearly onto the T1w image's own grid "
-        "and each voxel was given its most likely label. Every parcellation received an "
+        "and each voxel was given its most likely label; pieces of a cortical region other "
+        "than its largest face-connected one were given the nearest cortical region kept "
+        "whole. Every parcellation received an "
         "automated quality-control verdict from the network's confidence and the structure "
         "volumes.",
         "",

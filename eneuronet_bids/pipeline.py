@@ -18,6 +18,7 @@ from tqdm import tqdm
 
 from . import __version__, outputs, qc, report, templates
 from .citation import MethodsSettings, methods_markdown
+from .cleanup import keep_largest_pieces
 from .discovery import WorkUnit
 from .infer import (native_probabilities_buffer, predict_probabilities, runtime_for,
                     synchronize, to_native_labels)
@@ -120,8 +121,13 @@ class _Worker:
         classes = to_native_labels(probs, to_native, prep.brain_mask,
                                    probabilities_out=native_probs)
         del probs
-        labels = label_table().to_labels(classes)
         timings["resample_to_native"] = time.perf_counter() - t0
+
+        t0 = time.perf_counter()
+        table = label_table()
+        classes, relabelled = keep_largest_pieces(classes, table.classes_in("cortical"))
+        labels = table.to_labels(classes)
+        timings["cleanup"] = time.perf_counter() - t0
 
         t0 = time.perf_counter()
         volumes = qc.volumes_by_name(labels, float(np.prod(prep.native.header.get_zooms()[:3])))
@@ -135,6 +141,7 @@ class _Worker:
             "Device": str(self.device),
             "Threads": self.config.omp_nthreads,
             "TestTimeFlip": cfg.test_time_flip,
+            "CorticalIslandVoxelsRelabelled": relabelled,
             "Template": outputs.TEMPLATE,
             "Warnings": prep.warnings,
         }

@@ -166,8 +166,9 @@ def test_volumes_and_sidecars(run):
     assert side["Model"]["SHA256"] == sha256(shipped_model())
     assert side["Device"] == "cpu" and side["TestTimeFlip"] is True
     for stage in ("bias_correction", "brain_extraction", "registration", "model_forward",
-                  "resample_to_native", "total"):
+                  "resample_to_native", "cleanup", "total"):
         assert side["StageTimings"][stage] > 0
+    assert side["CorticalIslandVoxelsRelabelled"] > 0  # a real head always has some
     assert side["SkullStrippedInput"] is False
     desc = json.loads((run["out"] / "dataset_description.json").read_text())
     assert desc["DatasetType"] == "derivative"
