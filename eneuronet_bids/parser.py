@@ -90,7 +90,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "given seed with --omp-nthreads 1")
     g.add_argument("--force", action="store_true",
                    help="recompute images whose outputs are already complete (outputs "
-                        "of another --model or flip setting are always recomputed)")
+                        "of another --model or flip setting, or from before the cortical "
+                        "clean-up, are always recomputed)")
     g.add_argument("--test-time-flip", action=argparse.BooleanOptionalAction, default=True,
                    help="also classify the image mirrored left-right and average the two "
                         "(one more forward pass); --no-test-time-flip for speed")

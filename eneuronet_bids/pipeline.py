@@ -60,15 +60,17 @@ class ImageResult:
 
 def made_alike(paths: outputs.OutputPaths, model_sha256: str, test_time_flip: bool) -> bool:
     """Whether complete outputs were made as this run would make them: with the same model
-    file (sha256) and test-time flip setting, as their dseg sidecar records. A re-run with
-    another ``--model`` (a retrained network) must not keep the old parcellations."""
+    file (sha256) and test-time flip setting, and with the cortical clean-up, as their dseg
+    sidecar records. A re-run with another ``--model`` (a retrained network) must not keep
+    the old parcellations."""
     try:
         made = json.loads(paths.dseg_json.read_text())
     except (OSError, ValueError):
         return False
     return (isinstance(made, dict) and isinstance(made.get("Model"), dict)
             and made["Model"].get("SHA256") == model_sha256
-            and made.get("TestTimeFlip") == test_time_flip)
+            and made.get("TestTimeFlip") == test_time_flip
+            and "CorticalIslandVoxelsRelabelled" in made)
 
 
 class _Worker:
@@ -90,7 +92,8 @@ class _Worker:
             if made_alike(paths, self.model_info["sha256"], cfg.test_time_flip):
                 return ImageResult(unit, "skipped", "outputs complete (use --force to recompute)")
             log.warning("%s: its outputs were made with another model or test-time flip "
-                        "setting; recomputing them", unit.path.name)
+                        "setting, or before the cortical clean-up; recomputing them",
+                        unit.path.name)
         skull_stripped = cfg.skull_stripped or bool(unit.metadata.get("SkullStripped", False))
         work = cfg.work_dir / unit.label
         t_start = time.perf_counter()

@@ -102,11 +102,14 @@ def test_image_outputs_complete_and_preproc_sidecar_says_if_skull_stripped(tmp_p
 
 
 @pytest.mark.parametrize("sidecar, alike", [
-    ({"Model": {"SHA256": "aa"}, "TestTimeFlip": True}, True),
-    ({"Model": {"SHA256": "bb"}, "TestTimeFlip": True}, False),   # another model
-    ({"Model": {"SHA256": "aa"}, "TestTimeFlip": False}, False),  # another flip setting
-    ({"Model": {"SHA256": "aa"}}, False),                         # not recorded
-    ({"Model": "aa", "TestTimeFlip": True}, False),
+    ({"Model": {"SHA256": "aa"}, "TestTimeFlip": True, "CorticalIslandVoxelsRelabelled": 9}, True),
+    ({"Model": {"SHA256": "bb"}, "TestTimeFlip": True, "CorticalIslandVoxelsRelabelled": 9},
+     False),                                                      # another model
+    ({"Model": {"SHA256": "aa"}, "TestTimeFlip": False, "CorticalIslandVoxelsRelabelled": 9},
+     False),                                                      # another flip setting
+    ({"Model": {"SHA256": "aa"}, "TestTimeFlip": True}, False),   # before the cortical clean-up
+    ({"Model": {"SHA256": "aa"}, "CorticalIslandVoxelsRelabelled": 9}, False),  # not recorded
+    ({"Model": "aa", "TestTimeFlip": True, "CorticalIslandVoxelsRelabelled": 9}, False),
     ("[1, 2", False),                                             # not JSON
 ])
 def test_complete_outputs_count_only_when_made_alike(tmp_path, sidecar, alike):
