@@ -28,6 +28,7 @@ def keep_largest_pieces(labels: np.ndarray, values: Collection[int]) -> tuple[np
     # the whole grid.
     crop = ndimage.find_objects(cleaned_region.astype(np.uint8))[0]
     part = np.where(cleaned_region[crop], labels[crop], 0)
+    part = part.astype(np.min_scalar_type(int(part.max())))  # an eighth of int64's memory
     stray = np.zeros(part.shape, dtype=bool)
     for value, box in enumerate(ndimage.find_objects(part), start=1):
         if box is None:
