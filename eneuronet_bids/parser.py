@@ -71,7 +71,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="threads per process for torch and ITK (default: --nprocs)")
     g.add_argument("--mem-mb", "--mem_mb", "--mem", type=int, default=None, metavar="MB",
                    help="memory the participant level may use, in MB: images run at once are "
-                        "limited to one per 4 GB (default: the memory free for this process, "
+                        "limited to one per 4.5 GB (default: the memory free for this process, "
                         "within a container's or batch job's limit)")
     g.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto",
                    help="where the network runs; auto picks CUDA when present")

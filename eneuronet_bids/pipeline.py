@@ -250,7 +250,7 @@ def run_participants(units: list[WorkUnit], config: ParticipantConfig) -> list[I
     workers = worker_count(len(units), config.nprocs, config.omp_nthreads, mem_mb)
     if workers < worker_count(len(units), config.nprocs, config.omp_nthreads, None):
         log.warning("%d image(s) at a time, not more: %.1f GB of memory (%s) allows one "
-                    "per %.0f GB", workers, mem_mb / 1024,
+                    "per %.1f GB", workers, mem_mb / 1024,
                     "--mem-mb" if config.mem_mb is not None else "free for this process",
                     IMAGE_PEAK_MB / 1024)
     if workers == 1:

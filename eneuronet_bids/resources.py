@@ -1,7 +1,8 @@
 """How many images to process at once: CPUs (``--nprocs`` / ``--omp-nthreads``) and memory.
 
-A worker process holds one image at its peak, 3.0-3.9 GB measured (docs/performance.md), so
-sixty-four workers on a 64-core node with 128 GB would exceed the node and be killed. The
+A worker process holds one image at a time: 3.0-3.9 GB at its peak for its first image
+(docs/performance.md), and more once it has handled a few (the heap keeps its holes: 4.2-4.4
+GB after the three sample images in turn), so sixty-four workers on a 64-core node with 128 GB would exceed the node and be killed. The
 memory bound is ``--mem-mb`` or, by default, what the process may still use: the kernel's
 available memory, lowered to the headroom under the memory limit of the process's cgroup and
 every cgroup above it (a container's ``--memory``, a batch job's allocation), which /proc/meminfo
@@ -12,8 +13,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-#: Memory one image may take at its peak, in MB: the largest measured (3.9 GB) rounded up.
-IMAGE_PEAK_MB = 4096
+#: Memory a worker may take at its peak, in MB: the largest measured (4.4 GB) rounded up.
+IMAGE_PEAK_MB = 4608
 _NO_LIMIT = 2**60  # cgroup v1 writes "no limit" as a number near 2**63
 
 

@@ -327,10 +327,10 @@ def test_bad_images_fail_with_one_line(tmp_path, img, message, caplog):
     assert all(e.count("sub-bad_T1w.nii.gz") == 1 for e in errors if message in e)
 
 
-@pytest.mark.parametrize("mem_mb, workers", [("8192", 2), ("4096", 1)])
+@pytest.mark.parametrize("mem_mb, workers", [("9216", 2), ("8192", 1)])
 def test_images_in_worker_processes(tmp_path, caplog, mem_mb, workers):
     """--nprocs over --omp-nthreads runs images in a process pool, as many as --mem-mb allows
-    at 4 GB each; failures come back as results, and the shared files are written from the
+    at 4.5 GB each; failures come back as results, and the shared files are written from the
     parent."""
     ds = _dataset(tmp_path)
     _add_t1w(ds, "a", _img((32, 32, 32), 0.0))
@@ -339,7 +339,7 @@ def test_images_in_worker_processes(tmp_path, caplog, mem_mb, workers):
     code = main([str(ds), str(out), "participant", "--skip-bids-validation", "--nprocs", "2",
                  "--omp-nthreads", "1", "--mem-mb", mem_mb])
     assert code == EXIT_FAILED
-    limited = "1 image(s) at a time, not more: 4.0 GB of memory (--mem-mb) allows one per 4 GB"
+    limited = "1 image(s) at a time, not more: 8.0 GB of memory (--mem-mb) allows one per 4.5 GB"
     assert (limited in caplog.text) == (workers == 1)
     errors = [r.getMessage() for r in caplog.records if r.levelname == "ERROR"]
     assert "failed: sub-a_T1w.nii.gz: image is all zeros" in errors

@@ -14,7 +14,7 @@ GB = 2**30
     (10, 8, 1, None, 8),                   # CPUs
     (3, 8, 1, None, 3),                    # images
     (10, 8, 2, None, 4),                   # threads per image
-    (10, 64, 1, 12 * 1024, 3),             # memory: 12 GB, 4 GB an image
+    (10, 64, 1, 14 * 1024, 3),             # memory: 14 GB, 4.5 GB an image
     (10, 8, 1, IMAGE_PEAK_MB - 1, 1),      # never fewer than one
     (10, 1, 4, None, 1),
 ])
