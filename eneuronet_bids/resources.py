@@ -1,7 +1,7 @@
 """How many images to process at once: CPUs (``--nprocs`` / ``--omp-nthreads``) and memory.
 
 A worker process holds one image at a time: 3.0-3.9 GB at its peak for its first image
-(docs/performance.md), and more once it has handled a few (the heap keeps its holes: 4.2-4.4
+(docs/performance.md), and more once it has handled a few (the heap keeps its holes: 3.9-4.4
 GB after the three sample images in turn), so sixty-four workers on a 64-core node with 128 GB would exceed the node and be killed. The
 memory bound is ``--mem-mb`` or, by default, what the process may still use: the kernel's
 available memory, lowered to the headroom under the memory limit of the process's cgroup and
