@@ -10,6 +10,7 @@ import os
 from pathlib import Path
 
 from . import __version__
+from .resources import IMAGE_PEAK_MB
 
 
 class UsageError(ValueError):
@@ -71,8 +72,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="threads per process for torch and ITK (default: --nprocs)")
     g.add_argument("--mem-mb", "--mem_mb", "--mem", type=int, default=None, metavar="MB",
                    help="memory the participant level may use, in MB: images run at once are "
-                        "limited to one per 4.5 GB (default: the memory free for this process, "
-                        "within a container's or batch job's limit)")
+                        f"limited to one per {IMAGE_PEAK_MB / 1024:g} GB (default: the memory "
+                        "free for this process, within a container's or batch job's limit)")
     g.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto",
                    help="where the network runs; auto picks CUDA when present")
     g.add_argument("-w", "--work-dir", type=_abspath, default=None,

@@ -2,11 +2,11 @@
 
 A worker process holds one image at a time: 3.0-3.9 GB at its peak for its first image
 (docs/performance.md), and more once it has handled a few (the heap keeps its holes: 3.9-4.4
-GB after the three sample images in turn), so sixty-four workers on a 64-core node with 128 GB would exceed the node and be killed. The
-memory bound is ``--mem-mb`` or, by default, what the process may still use: the kernel's
-available memory, lowered to the headroom under the memory limit of the process's cgroup and
-every cgroup above it (a container's ``--memory``, a batch job's allocation), which /proc/meminfo
-does not show.
+GB after the three sample images in turn), so sixty-four workers on a 64-core node with
+128 GB would exceed the node and be killed. The memory bound is ``--mem-mb`` or, by
+default, what the process may still use: the kernel's available memory, lowered to the
+headroom under the memory limit of the process's cgroup and every cgroup above it (a
+container's ``--memory``, a batch job's allocation), which /proc/meminfo does not show.
 """
 
 from __future__ import annotations
