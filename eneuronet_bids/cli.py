@@ -185,6 +185,7 @@ def train_config(args, work_dir: Path):
         init_weights=args.init_weights, augment=args.augment, unlabelled_dir=args.unlabelled,
         unlabelled_exclude=tuple(args.unlabelled_exclude),
         pairs_per_subject=args.pairs_per_subject, registration_p=args.registration_p,
+        match_target_intensity=args.match_target_intensity,
         flip_p=args.flip_p, tissue_contrast_p=args.tissue_contrast_p,
         low_resolution_p=args.low_resolution_p, gamma_log_range=args.gamma_log_range,
         n4=args.n4, keep_validated=args.keep_validated,

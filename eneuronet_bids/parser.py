@@ -148,6 +148,10 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--registration-p", type=float, default=1 / 3,
                    help="probability that a training patch comes from a warped example "
                         "(default: 1/3, the seed's)")
+    g.add_argument("--match-target-intensity", action="store_true",
+                   help="give each warped example the intensity distribution of the brain it "
+                        "was warped onto (histogram matching inside the brain): the "
+                        "unlabelled site's contrast as well as its shapes")
     g.add_argument("--flip-p", type=float, default=0.5,
                    help="probability that a training patch is mirrored left-right, with left "
                         "and right labels swapped (0 turns it off)")

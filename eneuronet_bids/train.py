@@ -38,7 +38,8 @@ from .model import ENeuroNet, ModelConfig, model_input
 from .model_io import ModelError, export_model, sha256
 from .outputs import entities_from_name
 from .preprocess import N4_ITERATIONS, preprocess, seed_ants
-from .warp_augment import RegistrationSettings, WarpJob, content_key, plan_pairs, warp_all
+from .warp_augment import (RegistrationSettings, WarpJob, content_key, match_intensities,
+                           plan_pairs, warp_all)
 
 log = logging.getLogger(__name__)
 
@@ -82,6 +83,9 @@ class TrainConfig:
     pairs_per_subject: int = 1
     #: Probability that a training patch comes from a warped (registered) example.
     registration_p: float = 1 / 3
+    #: Give each warped example the intensity distribution of the brain it was warped onto
+    #: (``warp_augment.match_intensities``): the unlabelled site's contrast as well as its shapes.
+    match_target_intensity: bool = False
     #: Probability that a training patch is mirrored left-right, left and right labels swapped.
     flip_p: float = 0.5
     #: Probability that each tissue of a patch has its intensity shifted by its own amount
@@ -249,6 +253,9 @@ def warped_examples(examples: list[Example], targets: dict[str, WorkUnit], confi
                             config.work_dir / "registration_cache" / f"{m}_to_{f}_{key}.npz",
                             settings))
     warped = warp_all(jobs, config.nprocs, config.seed)
+    if config.match_target_intensity:
+        warped = [(match_intensities(image, fixed[j.fixed_id]), classes)
+                  for j, (image, classes) in zip(jobs, warped)]
     return [Example(f"{j.moving_id}->{j.fixed_id}", image, classes)
             for j, (image, classes) in zip(jobs, warped)]
 

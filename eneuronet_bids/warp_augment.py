@@ -94,6 +94,27 @@ def warp_pair(job: WarpJob) -> tuple[np.ndarray, np.ndarray]:
     return z["image"].astype(np.float32), z["classes"]
 
 
+def match_intensities(image: np.ndarray, reference: np.ndarray, points: int = 1025
+                      ) -> np.ndarray:
+    """``image`` with its brain voxels (> 0) mapped, rank for rank, onto the intensity
+    distribution of ``reference``'s brain voxels; the background stays zero.
+
+    A labelled brain warped onto an unlabelled one has the unlabelled brain's shape, so its
+    tissues fill about the same shares of the brain, and matching the two distributions gives
+    it the unlabelled scan's contrast between grey and white matter (IXI's grey matter is
+    brighter against its white matter than Mindboggle's, docs/tissue_intensity_n4-quick.tsv).
+    The map is monotone, so it cannot make one grey structure brighter relative to another
+    (``augment.RandomTissueContrast`` does that).
+    """
+    brain, ref = image > 0, reference[reference > 0]
+    if not brain.any() or not ref.size:
+        return image
+    q = np.linspace(0, 1, points)
+    out = np.zeros_like(image)
+    out[brain] = np.interp(image[brain], np.quantile(image[brain], q), np.quantile(ref, q))
+    return out
+
+
 def warp_all(jobs: list[WarpJob], nprocs: int, seed: int) -> list[tuple[np.ndarray, np.ndarray]]:
     """Run the registrations in up to ``nprocs`` worker processes, each asked for one ITK
     thread and seeded with ``seed``; cached ones are read back without registering."""

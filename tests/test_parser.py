@@ -106,6 +106,17 @@ def test_train_needs_labels_and_valid_patch(bids, tmp_path):
                                    "--labels", str(tmp_path), "--data-workers", "-1"]))
 
 
+def test_train_options_reach_the_training_configuration(bids, tmp_path):
+    from eneuronet_bids.cli import train_config
+
+    base = [str(bids), str(tmp_path / "o"), "train", "--labels", str(tmp_path)]
+    plain = train_config(parse_args(base), tmp_path / "w")
+    assert not plain.match_target_intensity and plain.registration_p == pytest.approx(1 / 3)
+    asked = train_config(parse_args(base + ["--match-target-intensity", "--registration-p",
+                                            "0.5"]), tmp_path / "w")
+    assert asked.match_target_intensity and asked.registration_p == 0.5
+
+
 def test_negative_random_seed_is_refused(bids, tmp_path):
     args = parse_args([str(bids), str(tmp_path / "o"), "participant", "--random-seed", "-1"])
     with pytest.raises(UsageError, match="--random-seed"):

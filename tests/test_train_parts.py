@@ -192,6 +192,45 @@ def test_sampler_draws_warped_examples_at_the_given_rate():
     assert all(PatchSampler([orig], 8, [], 0.9).sample(rng)[0].max() == 0 for _ in range(20))
 
 
+def test_matched_intensities_take_the_reference_distribution_in_the_same_order():
+    from eneuronet_bids.warp_augment import match_intensities
+
+    rng = np.random.default_rng(0)
+    image = np.zeros((20, 20, 20), np.float32)
+    image[4:16, 4:16, 4:16] = rng.uniform(0.2, 1.0, (12, 12, 12))
+    reference = np.zeros((20, 20, 20), np.float32)
+    reference[2:17, 3:18, 5:15] = np.clip(rng.normal(0.7, 0.15, (15, 15, 10)), 0.01, None)
+    out = match_intensities(image, reference)
+    brain = image > 0
+    assert out.dtype == image.dtype and (out[~brain] == 0).all() and (out[brain] > 0).all()
+    order = np.argsort(image[brain])
+    assert (np.diff(out[brain][order]) >= 0).all()  # monotone: no tissue swaps places
+    q = [0.05, 0.25, 0.5, 0.75, 0.95]
+    assert np.allclose(np.quantile(out[brain], q), np.quantile(reference[reference > 0], q),
+                       atol=0.01)
+    assert match_intensities(image, np.zeros_like(image)) is image  # nothing to match to
+
+
+def test_warped_examples_take_their_targets_intensities_only_when_asked(tmp_path, monkeypatch):
+    from eneuronet_bids import train
+
+    classes = np.zeros((12, 12, 12), np.uint8)
+    classes[3:9, 3:9, 3:9] = 2
+    moving = Example("01", classes.astype(np.float32) * 0.25, classes)  # brain at 0.5
+    target = np.where(classes > 0, 0.9, 0).astype(np.float32)
+    monkeypatch.setattr(train, "prepare_unlabelled", lambda unit, config: target)
+    monkeypatch.setattr(train, "warp_all", lambda jobs, nprocs, seed:
+                        [(j.moving_image, j.moving_classes) for j in jobs])
+    for match, brain_value in ((False, 0.5), (True, 0.9)):
+        config = TrainConfig(bids_dir=tmp_path, output_dir=tmp_path, labels_dir=tmp_path,
+                             work_dir=tmp_path, match_target_intensity=match)
+        (warped,) = train.warped_examples([moving], {"IXI002": None}, config,
+                                          np.random.default_rng(0))
+        assert warped.participant == "01->IXI002"
+        assert np.allclose(warped.image[classes > 0], brain_value)
+        assert (warped.image[classes == 0] == 0).all() and warped.classes is classes
+
+
 def test_warp_pair_registers_a_shifted_blob_and_caches(tmp_path):
     from eneuronet_bids.warp_augment import RegistrationSettings, WarpJob, warp_pair
 
