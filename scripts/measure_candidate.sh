@@ -11,6 +11,10 @@
 # run (memory).
 set -euo pipefail
 
+if [ $# -lt 2 ] || [ ! -f "$1" ]; then
+    echo "usage: $0 MODEL OUT [DATA]  (MODEL: an existing eneuronet.pt)" >&2
+    exit 2
+fi
 model=$(realpath "$1")
 out=$(realpath -m "$2")
 repo=$(cd "$(dirname "$0")/.." && pwd)
