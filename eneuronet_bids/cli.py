@@ -189,7 +189,7 @@ def train_config(args, work_dir: Path):
         flip_p=args.flip_p, tissue_contrast_p=args.tissue_contrast_p,
         low_resolution_p=args.low_resolution_p, gamma_log_range=args.gamma_log_range,
         n4=args.n4, keep_validated=args.keep_validated,
-        stop_after=args.stop_after, data_workers=args.data_workers,
+        stop_after=args.stop_after, data_workers=args.data_workers, cpu_bf16=args.cpu_bf16,
     )
 
 

@@ -110,6 +110,10 @@ class TrainConfig:
     #: Processes that make the training batches (augmentation runs on the CPU); None: none on
     #: the CPU, up to 8 with a GPU.
     data_workers: int | None = None
+    #: Train under bf16 autocast on a CPU with native bf16 (AVX512-BF16 or AMX): 1.7 times as
+    #: fast as fp32 on session 35's Xeon (docs/performance.md). Off by default: on an
+    #: AVX512-BF16 EPYC the bf16 backward returned non-finite gradients at random (session 10).
+    cpu_bf16: bool = False
 
     def __post_init__(self):
         if self.augment not in ("none", "elastic", "registration"):
@@ -424,11 +428,8 @@ def run(config: TrainConfig, data: TrainingData | None = None) -> Path:
     checkpoint's when ``stop_after`` ended this invocation early. ``data``: arrays prepared
     beforehand, instead of preparing them from the datasets that ``config`` names (for a
     machine that has neither the datasets nor ITK, such as a GPU node)."""
-    device, _ = runtime_for(config.device)
-    # bf16 autocast trains on CUDA only. On an AVX512-BF16 EPYC, oneDNN's bf16 backward of the
-    # grouped convolutions returned huge or non-finite gradients at random within a few steps
-    # (session 10), so CPUs train in fp32; inference there still uses bf16 (infer.py).
-    use_bf16 = device.type == "cuda"
+    device, native_bf16 = runtime_for(config.device)
+    use_bf16 = _trains_in_bf16(config, device, native_bf16)
     group = distributed.join(device.type)
     if device.type == "cuda":
         device = torch.device("cuda", group.local_rank)
@@ -444,6 +445,31 @@ def run(config: TrainConfig, data: TrainingData | None = None) -> Path:
         return _train(config, group, device, use_bf16, data)
     finally:
         group.close()
+
+
+def _trains_in_bf16(config: TrainConfig, device: torch.device, native_bf16: bool) -> bool:
+    """bf16 autocast on CUDA always; on a CPU only when asked (``cpu_bf16``) and native. On an
+    AVX512-BF16 EPYC, oneDNN's bf16 backward of the grouped convolutions returned huge or
+    non-finite gradients at random within a few steps (session 10), so CPUs train in fp32
+    unless told otherwise; inference there uses bf16 regardless (infer.py)."""
+    if device.type == "cuda":
+        return True
+    if config.cpu_bf16 and not native_bf16:
+        log.warning("--cpu-bf16: this CPU has no native bf16 (AVX512-BF16 or AMX), where bf16 "
+                    "is far slower than fp32; training in fp32")
+    return config.cpu_bf16 and native_bf16
+
+
+def _update(model: torch.nn.Module, optimiser: torch.optim.Optimizer) -> bool:
+    """Clip the gradients to norm 1 and take the optimiser step, unless their norm is not
+    finite (one bad bf16 backward would otherwise turn every weight into NaN): then the step
+    is skipped. Returns whether the weights were updated."""
+    norm = torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+    if not torch.isfinite(norm):
+        optimiser.zero_grad(set_to_none=True)
+        return False
+    optimiser.step()
+    return True
 
 
 def prepare_data(config: TrainConfig, group: distributed.Group) -> TrainingData:
@@ -558,10 +584,10 @@ def _train(config: TrainConfig, group: distributed.Group, device: torch.device, 
         loss = segmentation_loss(logits, y, config.ce_weight)
         optimiser.zero_grad(set_to_none=True)
         loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        optimiser.step()
+        if not _update(model, optimiser):
+            log.warning("step %d: non-finite gradients, update skipped", step + 1)
         step += 1
-        value = loss.item()  # one device sync a step
+        value = loss.item()  # the step's second device sync (the first: _update)
         running = value if running is None else 0.98 * running + 0.02 * value
         bar.update(1)
         bar.set_postfix(loss=f"{running:.3f}", best_dice=f"{best:.3f}")

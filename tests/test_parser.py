@@ -115,6 +115,8 @@ def test_train_options_reach_the_training_configuration(bids, tmp_path):
     asked = train_config(parse_args(base + ["--match-target-intensity", "--registration-p",
                                             "0.5"]), tmp_path / "w")
     assert asked.match_target_intensity and asked.registration_p == 0.5
+    assert not plain.cpu_bf16
+    assert train_config(parse_args(base + ["--cpu-bf16"]), tmp_path / "w").cpu_bf16
 
 
 def test_negative_random_seed_is_refused(bids, tmp_path):

@@ -93,6 +93,22 @@ def test_resume_continues_exactly(data):
     assert f"warm start from sha256 {sha256(shipped_model())[:12]}" in lineages[0][-1]
 
 
+@pytest.mark.skipif(not torch.ops.mkldnn._is_mkldnn_bf16_supported(),
+                    reason="this CPU has no native bf16")
+def test_cpu_bf16_trains_in_bf16_to_finite_weights(data):
+    common = ("--steps", "3", "--augment", "elastic", "--val-participants", "99",
+              "--random-seed", "6", "--init-weights", str(shipped_model()))
+    fp32, bf16 = data["root"] / "fp32", data["root"] / "bf16"
+    assert _train(data, fp32, *common) == EXIT_OK
+    assert _train(data, bf16, *common, "--cpu-bf16") == EXIT_OK
+    a = torch.load(fp32 / "checkpoint.pt", weights_only=False)["model"]
+    b = torch.load(bf16 / "checkpoint.pt", weights_only=False)["model"]
+    assert all(torch.isfinite(value).all() for value in b.values())
+    assert any(not torch.equal(a[name], b[name]) for name in a)  # the precision did change
+    card = json.loads((bf16 / "model" / "model_card.json").read_text())
+    assert card["training"]["config"]["cpu_bf16"] is True
+
+
 def test_keep_validated_exports_the_weights_of_every_validation(data):
     out = data["root"] / "keep_validated"
     assert _train(data, out, "--steps", "2", "--validate-every", "1", "--augment", "none",

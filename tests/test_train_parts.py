@@ -6,7 +6,8 @@ import torch.nn.functional as F
 from eneuronet_bids.augment import (Compose, RandomBiasField, RandomContrast, RandomGamma,
                                     RandomLowResolution, RandomNoise, RandomTissueContrast)
 from eneuronet_bids.train import (Example, PatchSampler, TrainConfig, TrainingBatches, _digest,
-                                  _lr_at, find_labelled, segmentation_loss)
+                                  _lr_at, _trains_in_bf16, _update, find_labelled,
+                                  segmentation_loss)
 
 
 def test_loss_matches_one_hot_dice_plus_cross_entropy():
@@ -378,3 +379,39 @@ def test_elastic_field_equals_the_3d_spline_zoom_of_its_control_points():
     expected = ndimage.zoom(coarse, zoom, order=3, mode="nearest", grid_mode=True)
     assert field.shape == expected.shape == shape
     np.testing.assert_allclose(field, expected, atol=1e-9)
+
+
+def _linear_with_gradients(grad: float) -> tuple[torch.nn.Module, torch.optim.Optimizer]:
+    model = torch.nn.Linear(3, 2)
+    for param in model.parameters():
+        param.grad = torch.full_like(param, grad)
+    return model, torch.optim.SGD(model.parameters(), lr=1.0)
+
+
+def test_an_update_with_non_finite_gradients_is_skipped():
+    for bad in (float("nan"), float("inf")):
+        model, optimiser = _linear_with_gradients(bad)
+        before = [p.detach().clone() for p in model.parameters()]
+        assert not _update(model, optimiser)
+        assert all(torch.equal(a, b) for a, b in zip(before, model.parameters()))
+        assert all(p.grad is None for p in model.parameters())  # not carried into the next step
+
+
+def test_an_update_clips_the_gradients_to_norm_one():
+    model, optimiser = _linear_with_gradients(10.0)
+    before = [p.detach().clone() for p in model.parameters()]
+    assert _update(model, optimiser)
+    moved = torch.cat([(a - p.detach()).flatten() for a, p in zip(before, model.parameters())])
+    assert moved.norm().item() == pytest.approx(1.0, rel=1e-5)  # SGD, lr 1: the clipped gradient
+
+
+def test_cpus_train_in_fp32_unless_asked_and_native(caplog):
+    cpu, cuda = torch.device("cpu"), torch.device("cuda")
+    plain = TrainConfig(bids_dir=None, output_dir=None, labels_dir=None)
+    asked = TrainConfig(bids_dir=None, output_dir=None, labels_dir=None, cpu_bf16=True)
+    assert _trains_in_bf16(plain, cuda, True) and _trains_in_bf16(asked, cuda, True)
+    assert not _trains_in_bf16(plain, cpu, True)
+    assert _trains_in_bf16(asked, cpu, True)
+    assert not caplog.records
+    assert not _trains_in_bf16(asked, cpu, False)
+    assert "no native bf16" in caplog.text
