@@ -14,7 +14,9 @@ native grid (the ``resample_to_native`` stage, ``to_native_labels``, onto a stan
 the same resampling on the CPU (``native_agreement``: the fraction of equal voxels). On a GPU
 the same again with cuDNN's autotuner on (``inference_cudnn_benchmark``). Then
 a training step (forward, Dice + cross-entropy, backward, Adam) on random 96³ patches
-(``--patch``) is timed per batch size and memory layout, and the making of one augmented
+(``--patch``) is timed per batch size, memory layout and precision (``--train-precision``;
+by default the ``train`` level's: bf16 autocast on a GPU, fp32 on a CPU), counting the steps
+whose gradient norm was not finite, and the making of one augmented
 patch of the bundle's recipe on one core; last, the training loop's loader (``loader``: such
 batches made by worker processes, as many as ``gpu_session.sh`` trains with, and moved to the
 device), whose wall time per batch a training step cannot beat.
@@ -24,6 +26,7 @@ Preprocessing is not included: it runs on the CPU (docs/performance.md).
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import os
 import resource
@@ -148,9 +151,9 @@ def inference(model, examples, device, repeats: int, native: bool = True) -> lis
     return rows
 
 
-def training_steps(model, device, batch_sizes, repeats: int, patch: int) -> list[dict]:
+def training_steps(model, device, batch_sizes, repeats: int, patch: int,
+                   precisions: list[str]) -> list[dict]:
     n_classes = model.classifier.out_channels
-    use_bf16 = device.type == "cuda"
     optimiser = torch.optim.Adam(model.parameters(), lr=1e-6)
     model.train()
     rows = []
@@ -158,19 +161,26 @@ def training_steps(model, device, batch_sizes, repeats: int, patch: int) -> list
     # grouped 3D convolutions need not favour the same layout as oneDNN's.
     for layout in (torch.channels_last_3d, torch.contiguous_format):
         model.to(memory_format=layout)
-        for batch in batch_sizes:
+        for precision, batch in itertools.product(precisions, batch_sizes):
             x = torch.rand(batch, model.config.in_channels, patch, patch, patch, device=device
                            ).contiguous(memory_format=layout)
             y = torch.randint(0, n_classes, (batch, patch, patch, patch), device=device)
+            nonfinite = 0
 
             def step():
-                with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_bf16):
+                nonlocal nonfinite
+                with torch.autocast(device.type, dtype=torch.bfloat16,
+                                    enabled=precision == "bf16"):
                     logits = model(x)
                 loss = segmentation_loss(logits, y, 1.0)
                 optimiser.zero_grad(set_to_none=True)
                 loss.backward()
-                torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-                optimiser.step()
+                # as train._update: a step with a non-finite gradient norm is skipped
+                norm = torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+                if torch.isfinite(norm):
+                    optimiser.step()
+                else:
+                    nonfinite += 1
                 return loss.item()
 
             if device.type == "cuda":
@@ -178,11 +188,12 @@ def training_steps(model, device, batch_sizes, repeats: int, patch: int) -> list
             for _ in range(3):
                 step()
             times = [_timed(step, device)[0] for _ in range(repeats)]
-            rows.append({"batch_size": batch, "patch": patch,
+            rows.append({"batch_size": batch, "patch": patch, "precision": precision,
                          "layout": "channels_last_3d" if layout == torch.channels_last_3d
                          else "contiguous",
                          "median_s": round(statistics.median(times), 4),
                          "min_s": round(min(times), 4),
+                         "steps": 3 + repeats, "nonfinite_grad_steps": nonfinite,
                          "peak_gpu_gb": (round(torch.cuda.max_memory_allocated(device) / 1e9, 2)
                                          if device.type == "cuda" else None)})
             print(json.dumps(rows[-1]), flush=True)
@@ -248,7 +259,11 @@ def main() -> int:
     ap.add_argument("--images", type=int, default=None, help="at most this many images")
     ap.add_argument("--train-batch-sizes", type=int, nargs="*", default=[1, 2, 4])
     ap.add_argument("--patch", type=int, default=96, help="training patch side (voxels)")
-    ap.add_argument("--patches", type=int, default=20, help="augmented patches to time")
+    ap.add_argument("--train-precision", nargs="+", choices=["fp32", "bf16"], default=None,
+                    help="training-step precisions to time (default: the train level's, bf16 "
+                         "on a GPU, fp32 on a CPU; bf16 on a CPU is train --cpu-bf16)")
+    ap.add_argument("--patches", type=int, default=20,
+                    help="augmented patches to time (0: not timed)")
     ap.add_argument("--loader-workers", type=int, default=None,
                     help="loader processes to time (default: the CPU count less two)")
     ap.add_argument("--loader-batches", type=int, default=200,
@@ -280,10 +295,12 @@ def main() -> int:
         result["inference_cudnn_benchmark"] = inference(
             model, data.val_examples[:args.images], device, args.repeats, native=False)
         torch.backends.cudnn.benchmark = False
+    precisions = args.train_precision or (["bf16"] if device.type == "cuda" else ["fp32"])
     result["training_step"] = training_steps(model, device, args.train_batch_sizes,
-                                             args.repeats, args.patch)
-    result["patch_making"] = patch_making(data, argv, args.patches)
-    print(json.dumps(result["patch_making"]), flush=True)
+                                             args.repeats, args.patch, precisions)
+    if args.patches:
+        result["patch_making"] = patch_making(data, argv, args.patches)
+        print(json.dumps(result["patch_making"]), flush=True)
     if args.loader_batches:
         workers = (args.loader_workers if args.loader_workers is not None
                    else max(1, (os.cpu_count() or 3) - 2))

@@ -83,10 +83,29 @@ def test_the_model_benchmark_times_and_scores_the_bundles_validation_images(tmp_
     assert native["native_median_s"] > 0 and native["native_on_cpu_s"] > 0
     assert native["native_agreement"] == 1.0  # on the CPU both are the same computation
     assert "native_median_s" not in result["inference"][1]
-    assert [(r["batch_size"], r["layout"]) for r in result["training_step"]] == [
-        (1, "channels_last_3d")]
+    assert [(r["batch_size"], r["layout"], r["precision"]) for r in result["training_step"]] == [
+        (1, "channels_last_3d", "fp32")]  # the train level's precision on a CPU
     assert result["patch_making"]["patches"] == 2 and result["patch_making"]["median_s"] > 0
     loader = result["loader"]  # the last 6 of 8 batches of two 32³ patches (float32, uint8)
     assert (loader["workers"], loader["batch_size"], loader["batches"]) == (1, 2, 6)
     assert loader["mb_per_batch"] == round((2 * 32**3 * 5 + 2 * 3 * 8) / 1e6, 1)
     assert loader["wall_s_per_batch"] > 0 and loader["main_cpu_s_per_batch"] >= 0
+
+
+def test_the_model_benchmark_times_training_steps_in_the_precisions_asked_for_only(tmp_path):
+    bundle.save(tmp_path / "b.npz", _data(), ARGV)
+    out = tmp_path / "bench.json"
+    proc = subprocess.run([sys.executable, str(SCRIPT.with_name("benchmark_model.py")),
+                           str(tmp_path / "b.npz"), "--device", "cpu", "--images", "0",
+                           "--repeats", "1", "--train-batch-sizes", "1", "--patch", "32",
+                           "--train-precision", "fp32", "bf16", "--patches", "0",
+                           "--loader-batches", "0", "--out", str(out)],
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    result = json.loads(out.read_text())
+    assert result["inference"] == [] and "patch_making" not in result and "loader" not in result
+    rows = result["training_step"]
+    assert [r["precision"] for r in rows] == ["fp32", "bf16"]
+    for row in rows:
+        assert 0 < row["min_s"] <= row["median_s"]
+        assert row["steps"] == 4 and 0 <= row["nonfinite_grad_steps"] <= 4
