@@ -257,10 +257,9 @@ def warped_examples(examples: list[Example], targets: dict[str, WorkUnit], confi
                             config.work_dir / "registration_cache" / f"{m}_to_{f}_{key}.npz",
                             settings))
     warped = warp_all(jobs, config.nprocs, config.seed)
-    if config.match_target_intensity:
-        warped = [(match_intensities(image, fixed[j.fixed_id]), classes)
-                  for j, (image, classes) in zip(jobs, warped)]
-    return [Example(f"{j.moving_id}->{j.fixed_id}", image, classes)
+    return [Example(f"{j.moving_id}->{j.fixed_id}",
+                    (match_intensities(image, fixed[j.fixed_id])
+                     if config.match_target_intensity else image), classes)
             for j, (image, classes) in zip(jobs, warped)]
 
 
