@@ -131,7 +131,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "on the CPU, up to 8 with a GPU, which otherwise waits for them)")
     g.add_argument("--cpu-bf16", action="store_true",
                    help="train under bf16 autocast on a CPU with native bf16 (AVX512-BF16 or "
-                        "AMX; about 1.7 times as fast as fp32 on one such CPU); off by default "
+                        "AMX; about 1.8 times as fast as fp32 on one such CPU); off by default "
                         "(fp32), as another such CPU once gave non-finite gradients in bf16")
     g.add_argument("--keep-validated", action="store_true",
                    help="also export the weights of every validation to "

@@ -110,7 +110,7 @@ class TrainConfig:
     #: Processes that make the training batches (augmentation runs on the CPU); None: none on
     #: the CPU, up to 8 with a GPU.
     data_workers: int | None = None
-    #: Train under bf16 autocast on a CPU with native bf16 (AVX512-BF16 or AMX): 1.7 times as
+    #: Train under bf16 autocast on a CPU with native bf16 (AVX512-BF16 or AMX): 1.8 times as
     #: fast as fp32 on session 35's Xeon (docs/performance.md). Off by default: on an
     #: AVX512-BF16 EPYC the bf16 backward returned non-finite gradients at random (session 10).
     cpu_bf16: bool = False
