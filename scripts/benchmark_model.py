@@ -54,7 +54,7 @@ from eneuronet_bids.malloc import keep_freed_memory  # noqa: E402
 from eneuronet_bids.metrics import dice_per_class, summarise_dice  # noqa: E402
 from eneuronet_bids.model_io import load_model, shipped_model  # noqa: E402
 from eneuronet_bids.resample import resample  # noqa: E402
-from eneuronet_bids.train import (batch_loader, batch_to_device,  # noqa: E402
+from eneuronet_bids.train import (_update, batch_loader, batch_to_device,  # noqa: E402
                                   segmentation_loss, training_batches)
 
 
@@ -175,11 +175,7 @@ def training_steps(model, device, batch_sizes, repeats: int, patch: int,
                 loss = segmentation_loss(logits, y, 1.0)
                 optimiser.zero_grad(set_to_none=True)
                 loss.backward()
-                # as train._update: a step with a non-finite gradient norm is skipped
-                norm = torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-                if torch.isfinite(norm):
-                    optimiser.step()
-                else:
+                if not _update(model, optimiser):  # the train level's clip-or-skip
                     nonfinite += 1
                 return loss.item()
 
